@@ -1,0 +1,14 @@
+"""anydrop: one drop-path (stochastic depth) implementation for every array library.
+
+``drop_path`` is written once against the Python array API standard and works
+on NumPy, PyTorch, CuPy and array-api-strict arrays. Importing anydrop imports
+no array framework; ``anydrop.torch`` holds the ``torch.nn.Module`` wrapper.
+"""
+
+from ._core import drop_path
+from ._modules import DropPath
+from ._schedule import drop_path_rates
+
+__version__ = "0.1.0"
+
+__all__ = ["DropPath", "__version__", "drop_path", "drop_path_rates"]

@@ -1,0 +1,125 @@
+"""Module wrappers: store arguments, call :func:`anydrop.drop_path`."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from ._core import Axis, check_axis_type, check_drop_prob, drop_path
+from ._rng import _is_seed, adapter_for, check_rng_type
+
+__all__ = ["DropPath", "DropPathConfig"]
+
+Array = TypeVar("Array")
+
+
+class DropPathConfig:
+    """Arguments, validation and generator bookkeeping shared by every DropPath module.
+
+    Cooperative: ``super().__init__()`` runs first, so a framework base class
+    (``torch.nn.Module``) is set up before the attributes are stored.
+    """
+
+    drop_prob: float
+    scale_by_keep: bool
+    axis: Axis
+    rng: Any
+    training: bool
+
+    def __init__(
+        self,
+        drop_prob: float = 0.1,
+        scale_by_keep: bool = True,
+        *,
+        axis: Axis = 0,
+        rng: Any = None,
+    ) -> None:
+        super().__init__()
+        self.drop_prob = check_drop_prob(drop_prob)
+        self.scale_by_keep = bool(scale_by_keep)
+        check_axis_type(axis)
+        self.axis = axis
+        check_rng_type(rng)
+        self.rng = rng
+        # An int rng seeds one generator per backend and device, made on first
+        # use, so that successive calls draw fresh masks from a reproducible stream.
+        self._generators: dict[tuple[str, str], Any] = {}
+
+    def _generator_for(self, x: Any) -> Any:
+        if not _is_seed(self.rng):
+            return self.rng
+        adapter = adapter_for(x)
+        key = (adapter.name, str(getattr(x, "device", "")))
+        gen = self._generators.get(key)
+        if gen is None:
+            gen = self._generators[key] = adapter.resolve(self.rng, x)
+        return gen
+
+    def _drop(self, x: Array) -> Array:
+        if not self.training:
+            # Still validates x, drop_prob and axis: errors do not depend on the mode.
+            return drop_path(x, self.drop_prob, False, self.scale_by_keep, axis=self.axis)
+        return drop_path(
+            x, self.drop_prob, True, self.scale_by_keep, axis=self.axis, rng=self._generator_for(x)
+        )
+
+    def _describe(self) -> str:
+        text = f"drop_prob={round(self.drop_prob, 3):0.3f}"
+        if not self.scale_by_keep:
+            text += ", scale_by_keep=False"
+        if self.axis != 0:
+            text += f", axis={self.axis!r}"
+        if self.rng is not None:
+            text += f", rng={self.rng!r}"
+        return text
+
+
+class DropPath(DropPathConfig):
+    """Framework-neutral drop path layer with ``train()``/``eval()`` modes.
+
+    Calls :func:`anydrop.drop_path` with the stored arguments while
+    ``training`` is true (the default) and returns its input unchanged in eval
+    mode. Works on any array :func:`~anydrop.drop_path` accepts.
+
+    Parameters
+    ----------
+    drop_prob
+        Probability of dropping each sample, in [0, 1].
+    scale_by_keep
+        Divide kept samples by ``1 - drop_prob``.
+    axis
+        Axis or axes along which samples are drawn, as in ``drop_path``.
+    rng
+        ``None``, a generator (used and advanced), or an int that seeds one
+        generator kept by the module: masks differ from call to call but the
+        sequence is reproducible.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anydrop import DropPath
+    >>> layer = DropPath(0.5, rng=0)
+    >>> layer(np.ones((4, 2)))
+    array([[0., 0.],
+           [2., 2.],
+           [2., 2.],
+           [2., 2.]])
+    >>> layer.eval()(np.ones((1, 2)))
+    array([[1., 1.]])
+    """
+
+    training = True
+
+    def __call__(self, x: Array) -> Array:
+        return self._drop(x)
+
+    def train(self, mode: bool = True) -> DropPath:
+        """Set training mode (``mode=False`` is eval mode); return ``self``."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> DropPath:
+        """Set eval mode, where the layer is the identity; return ``self``."""
+        return self.train(False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self._describe()})"
