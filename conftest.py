@@ -1,0 +1,148 @@
+"""Backend selection for the test suite.
+
+The same test files run once per array library: ``pytest --backend torch``
+(``numpy`` by default, or ``cupy``, ``array_api_strict``). Tests that only make
+sense for some libraries carry ``@pytest.mark.backends("torch", ...)`` and are
+skipped, with that reason, on the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+BACKENDS = ("numpy", "torch", "cupy", "array_api_strict")
+
+_NAMESPACES = {
+    "numpy": "array_api_compat.numpy",
+    "torch": "array_api_compat.torch",
+    "cupy": "array_api_compat.cupy",
+    "array_api_strict": "array_api_strict",
+}
+_FLOAT_DTYPES = {
+    "numpy": ("float16", "float32", "float64", "complex64", "complex128"),
+    "torch": ("float16", "bfloat16", "float32", "float64", "complex64", "complex128"),
+    "cupy": ("float16", "float32", "float64", "complex64", "complex128"),
+    "array_api_strict": ("float32", "float64", "complex64", "complex128"),
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("anydrop")
+    group.addoption(
+        "--backend",
+        choices=BACKENDS,
+        default="numpy",
+        help="array library the shared tests run on (default: numpy)",
+    )
+    group.addoption(
+        "--device",
+        default=None,
+        help="device test arrays are made on, e.g. 'cuda' for torch (default: the library's default)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "backends(*names): run only on these --backend values")
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"anydrop backend: {config.getoption('--backend')}, device: {config.getoption('--device')}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    backend = config.getoption("--backend")
+    for item in items:
+        marker = item.get_closest_marker("backends")
+        if marker is not None and backend not in marker.args:
+            names = ", ".join(marker.args)
+            item.add_marker(pytest.mark.skip(reason=f"needs backend {names}; this run uses {backend}"))
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One array library under test, with helpers to move data in and out."""
+
+    name: str
+    xp: Any
+    device: Any
+    float_dtypes: tuple[str, ...]
+
+    def dtype(self, name: str) -> Any:
+        return getattr(self.xp, name)
+
+    def asarray(self, values: Any, dtype: str = "float32") -> Any:
+        """An array of this backend on the test device, from NumPy data."""
+        host = np.asarray(values)
+        if host.dtype == np.float16 and dtype == "bfloat16":
+            host = host.astype(np.float32)
+        kwargs = {} if self.device is None else {"device": self.device}
+        return self.xp.astype(self.xp.asarray(host, **kwargs), self.dtype(dtype))
+
+    def to_numpy(self, a: Any) -> np.ndarray:
+        """Copy ``a`` to a NumPy array (bfloat16 widened to float32, exactly)."""
+        if self.name == "torch":
+            import torch
+
+            a = a.detach().cpu()
+            if a.dtype == torch.bfloat16:
+                a = a.float()
+            return a.numpy()
+        if self.name == "cupy":
+            return a.get()
+        if self.name == "array_api_strict":
+            return np.from_dlpack(a.to_device(self.xp.Device("CPU_DEVICE")))
+        return np.asarray(a)
+
+
+def _cupy_skip_reason() -> str | None:
+    try:
+        import cupy
+    except ImportError as exc:
+        return f"cupy is not installed ({exc})"
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as exc:  # no driver, no runtime: the GPU is unusable
+        return f"no usable CUDA device ({exc})"
+    return None if count > 0 else "no CUDA device"
+
+
+@pytest.fixture(scope="session")
+def backend(request: pytest.FixtureRequest) -> Backend:
+    name = request.config.getoption("--backend")
+    if name == "cupy":
+        reason = _cupy_skip_reason()
+        if reason is not None:
+            pytest.skip(f"CuPy tests need a CUDA GPU: {reason}")
+    try:
+        xp = importlib.import_module(_NAMESPACES[name])
+    except ImportError as exc:
+        raise pytest.UsageError(f"--backend {name} needs {name} installed: {exc}") from exc
+    device = request.config.getoption("--device")
+    if device is not None and name == "array_api_strict":
+        device = xp.Device(device)
+    return Backend(name, xp, device, _FLOAT_DTYPES[name])
+
+
+@pytest.fixture(scope="session")
+def xp(backend: Backend) -> Any:
+    """The array namespace of the backend under test."""
+    return backend.xp
+
+
+def make_generator(backend: Backend, seed: int) -> Any:
+    """A fresh generator object of ``backend``'s library, seeded with ``seed``."""
+    if backend.name == "torch":
+        import torch
+
+        device = backend.device if backend.device is not None else "cpu"
+        return torch.Generator(device=device).manual_seed(seed)
+    if backend.name == "cupy":
+        import cupy
+
+        return cupy.random.default_rng(seed)
+    return np.random.default_rng(seed)

@@ -1,0 +1,35 @@
+"""Package-level promises: a light import, the demo, the public names."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import anydrop
+
+FRAMEWORKS = ("torch", "cupy", "jax", "dask", "numpy")
+
+
+def test_import_anydrop_loads_no_array_framework():
+    code = (
+        "import json, sys; import anydrop; "
+        f"print(json.dumps([m for m in {FRAMEWORKS!r} if m in sys.modules]))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(result.stdout) == []
+
+
+def test_public_names():
+    assert sorted(anydrop.__all__) == ["DropPath", "__version__", "drop_path", "drop_path_rates"]
+    assert isinstance(anydrop.__version__, str)
+    assert anydrop.__version__.count(".") == 2
+
+
+def test_demo_runs_on_the_backend_under_test(backend):
+    result = subprocess.run(
+        [sys.executable, "-m", "anydrop"], capture_output=True, text=True, check=True, timeout=120
+    )
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith(backend.name + " "))
+    assert "not installed" not in line
+    assert "backend(s) ran" in result.stdout

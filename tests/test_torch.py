@@ -1,0 +1,120 @@
+"""PyTorch specifics: exact parity with timm, autograd, generators and devices."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+
+import pytest
+
+from anydrop import drop_path
+
+pytestmark = pytest.mark.backends("torch")
+
+torch = pytest.importorskip("torch")
+
+
+@pytest.fixture(scope="module")
+def timm_drop():
+    """timm's own ``timm/layers/drop.py``, loaded from its file.
+
+    Importing the ``timm`` package would import torchvision; ``drop.py`` itself
+    needs only torch, so the reference is the real timm code, not a copy.
+    """
+    spec = importlib.util.find_spec("timm")
+    if spec is None or spec.origin is None:
+        pytest.skip("timm is not installed (the nox torch session installs it)")
+    path = pathlib.Path(spec.origin).parent / "layers" / "drop.py"
+    module_spec = importlib.util.spec_from_file_location("timm_layers_drop", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def dev(backend):
+    return torch.device(backend.device or "cpu")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.1, 0.5, 1.0])
+@pytest.mark.parametrize("scale_by_keep", [True, False])
+def test_global_seed_reproduces_timm_bit_for_bit(timm_drop, dev, dtype, p, scale_by_keep):
+    x = torch.randn(64, 3, 5, generator=torch.Generator().manual_seed(0)).to(dev, dtype)
+    torch.manual_seed(1234)
+    expected = timm_drop.drop_path(x, p, True, scale_by_keep)
+    after_timm = torch.rand(4, device=dev)
+    torch.manual_seed(1234)
+    actual = drop_path(x, p, True, scale_by_keep)
+    after_anydrop = torch.rand(4, device=dev)
+    assert torch.equal(actual, expected)
+    # Same random numbers consumed: later draws in a training loop stay in step.
+    assert torch.equal(after_anydrop, after_timm)
+
+
+def test_module_matches_timm_module(timm_drop, dev):
+    from anydrop.torch import DropPath
+
+    x = torch.randn(32, 4, device=dev)
+    ours, theirs = DropPath(0.3), timm_drop.DropPath(0.3)
+    assert ours.state_dict() == theirs.state_dict() == {}
+    assert ours.extra_repr() == theirs.extra_repr()
+    for _ in range(3):
+        torch.manual_seed(7)
+        expected = theirs(x)
+        torch.manual_seed(7)
+        assert torch.equal(ours(x), expected)
+
+
+@pytest.mark.parametrize("scale_by_keep", [True, False])
+def test_gradient_is_mask_over_keep(dev, scale_by_keep):
+    x = torch.randn(128, 6, device=dev, dtype=torch.float64, requires_grad=True)
+    upstream = torch.randn(128, 6, device=dev, dtype=torch.float64)
+    out = drop_path(x, 0.4, True, scale_by_keep, rng=3)
+    out.backward(upstream)
+    kept = (out != 0).all(dim=1)
+    assert 0 < int(kept.sum()) < 128
+    scale = 1 / 0.6 if scale_by_keep else 1.0
+    expected = upstream * kept[:, None] * scale
+    torch.testing.assert_close(x.grad, expected, rtol=1e-15, atol=0)
+
+
+def test_gradcheck(dev):
+    x = torch.randn(8, 3, device=dev, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: drop_path(t, 0.5, True, rng=0), (x,))
+
+
+def test_drop_prob_one_has_zero_finite_gradient(dev):
+    x = torch.tensor([[1.0, float("inf")], [float("nan"), -2.0]], device=dev, requires_grad=True)
+    out = drop_path(x, 1.0, True)
+    out.sum().backward()
+    assert torch.equal(out, torch.zeros_like(out))
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_identity_keeps_the_graph(dev):
+    x = torch.randn(4, 2, device=dev, requires_grad=True)
+    assert drop_path(x, 0.5, False) is x
+
+
+def test_mask_is_made_on_x_device(dev):
+    x = torch.ones(16, 2, device=dev)
+    assert drop_path(x, 0.5, True, rng=0).device == x.device
+    gen = torch.Generator(device=dev).manual_seed(0)
+    assert drop_path(x, 0.5, True, rng=gen).device == x.device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for a second device type")
+def test_generator_on_another_device_is_a_value_error():
+    x = torch.ones(4, 2, device="cuda")
+    with pytest.raises(ValueError, match=r"rng is a torch\.Generator on device cpu, but x is on device cuda"):
+        drop_path(x, 0.5, True, rng=torch.Generator())
+    with pytest.raises(ValueError, match=r"rng is a torch\.Generator on device cuda"):
+        drop_path(torch.ones(4, 2), 0.5, True, rng=torch.Generator(device="cuda"))
+
+
+def test_parameter_input_and_requires_grad_input_are_not_modified(dev):
+    weight = torch.nn.Parameter(torch.ones(8, 3, device=dev))
+    out = drop_path(weight, 0.5, True, rng=1)
+    assert torch.equal(weight.detach(), torch.ones(8, 3, device=dev))
+    assert out.requires_grad
