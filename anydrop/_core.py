@@ -145,9 +145,14 @@ def drop_path(
     mask = adapter.bernoulli(adapter.resolve(rng, x), keep, mask_shape, mask_dtype, x=x, xp=xp)
     if keep == 0.0:
         # Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.
-        return xp.where(mask > 0, x, 0)  # type: ignore[no-any-return]
-    if scale_by_keep:
-        # Scale the small mask, not the big array, and divide as timm does so
-        # float32 results are bit-identical to it.
-        mask = mask / keep
-    return x * mask  # type: ignore[no-any-return]
+        out = xp.where(mask > 0, x, 0)
+    else:
+        if scale_by_keep:
+            # Scale the small mask, not the big array, and divide as timm does so
+            # results are bit-identical to it.
+            mask = mask / keep
+        out = x * mask
+    if not shape:
+        # NumPy turns 0-d arithmetic results into scalars; keep an array.
+        out = xp.asarray(out)
+    return out  # type: ignore[no-any-return]

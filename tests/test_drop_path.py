@@ -132,6 +132,7 @@ def test_zero_dimensional_input_with_empty_axis(backend):
     x = backend.asarray(np.float64(3.0), "float64")
     out = drop_path(x, 0.5, True, axis=(), rng=0)
     assert out.shape == ()
+    assert type(out) is type(x)  # an array, not a NumPy scalar
     assert float(backend.to_numpy(out)) in (0.0, 6.0)
 
 
