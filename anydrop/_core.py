@@ -10,7 +10,7 @@ from __future__ import annotations
 import numbers
 from typing import Any, TypeVar
 
-from array_api_compat import array_namespace
+from array_api_compat import array_namespace, is_array_api_obj
 
 from ._rng import adapter_for
 
@@ -20,13 +20,21 @@ Array = TypeVar("Array")
 Axis = int | tuple[int, ...]
 
 
+def _is_real_scalar_array(value: Any) -> bool:
+    # A 0-d array such as torch.linspace(0, 0.1, 12)[i], which timm accepts too.
+    if not is_array_api_obj(value) or getattr(value, "shape", None) != ():
+        return False
+    xp = array_namespace(value)
+    return bool(xp.isdtype(value.dtype, ("real floating", "integral")))
+
+
 def check_drop_prob(value: object, name: str = "drop_prob") -> float:
     """Return ``value`` as a float, or raise naming ``name`` if it is not a probability."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if isinstance(value, bool) or not (isinstance(value, numbers.Real) or _is_real_scalar_array(value)):
         raise TypeError(
             f"{name} must be a real number in [0, 1], got {value!r} of type {type(value).__name__}"
         )
-    p = float(value)
+    p = float(value)  # type: ignore[arg-type]
     if not 0.0 <= p <= 1.0:  # also false for NaN
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
     return p
@@ -51,6 +59,28 @@ def normalize_axis(axis: object, ndim: int) -> tuple[int, ...]:
     if len(axes) != len(items):
         raise ValueError(f"axis must not repeat an axis, got {axis!r}")
     return axes
+
+
+_MASK_DTYPES: dict[tuple[str, Any], Any] = {}
+
+
+def _mask_dtype(xp: Any, dtype: Any) -> Any:
+    """The real dtype the mask is made in for an ``x`` of ``dtype``; TypeError if unsupported."""
+    key = (xp.__name__, dtype)
+    found = _MASK_DTYPES.get(key)
+    if found is not None:
+        return found
+    if xp.isdtype(dtype, "real floating"):
+        if xp.finfo(dtype).bits < 16:
+            raise TypeError(f"x must have a floating-point dtype of 16 bits or more, got {dtype}")
+        found = dtype
+    elif xp.isdtype(dtype, "complex floating"):
+        # A real mask keeps the product complex and the scale exact.
+        found = xp.float32 if dtype == xp.complex64 else xp.float64
+    else:
+        raise TypeError(f"x must have a floating-point dtype, got {dtype}")
+    _MASK_DTYPES[key] = found
+    return found
 
 
 def drop_path(
@@ -125,13 +155,7 @@ def drop_path(
         ) from None
     p = check_drop_prob(drop_prob)
     dtype = x.dtype  # type: ignore[attr-defined]
-    if xp.isdtype(dtype, "real floating"):
-        mask_dtype = dtype
-    elif xp.isdtype(dtype, "complex floating"):
-        # A real mask keeps the product complex and the scale exact.
-        mask_dtype = xp.float32 if dtype == xp.complex64 else xp.float64
-    else:
-        raise TypeError(f"x must have a floating-point dtype, got {dtype}")
+    mask_dtype = _mask_dtype(xp, dtype)
     shape = x.shape  # type: ignore[attr-defined]
     axes = normalize_axis(axis, len(shape))
     adapter = adapter_for(x)
@@ -151,7 +175,11 @@ def drop_path(
             # Scale the small mask, not the big array, and divide as timm does so
             # results are bit-identical to it.
             mask = mask / keep
-        out = x * mask
+        # multiply, not *: for ndarray subclasses such as np.matrix, * is a matmul.
+        out = xp.multiply(x, mask)
+    if out.dtype != dtype:
+        # NumPy computes non-native byte orders in native order.
+        out = xp.astype(out, dtype)
     if not shape:
         # NumPy turns 0-d arithmetic results into scalars; keep an array.
         out = xp.asarray(out)

@@ -133,6 +133,8 @@ class TorchRNG(RNGAdapter):
     def seeded(self, seed: int, x: Any) -> Any:
         import torch
 
+        if x.device.type == "meta":
+            return None  # meta tensors hold no data and have no generator
         return torch.Generator(device=x.device).manual_seed(seed)
 
     def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, *, x: Any, xp: Any) -> Any:
@@ -147,7 +149,17 @@ class CuPyRNG(RNGAdapter):
 
     def is_generator(self, rng: object) -> bool:
         cupy = sys.modules.get("cupy")
-        return cupy is not None and isinstance(rng, cupy.random.Generator)
+        # CuPy's ROCm build has no Generator class.
+        generator = getattr(cupy.random, "Generator", None) if cupy is not None else None
+        return generator is not None and isinstance(rng, generator)
+
+    def check_generator(self, rng: Any, x: Any) -> None:
+        # CuPy keeps a generator's state on the device it was made on.
+        gdev = getattr(rng.bit_generator, "_current_device", None)
+        if gdev is not None and gdev != x.device.id:
+            raise ValueError(
+                f"rng is a cupy.random.Generator on device {gdev}, but x is on device {x.device.id}"
+            )
 
     def default(self, x: Any) -> Any:
         # None means cupy.random's global state, which cupy.random.seed controls.

@@ -196,6 +196,25 @@ def test_non_contiguous_input(backend):
     assert kept.size == 6
 
 
+@pytest.mark.backends("numpy")
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_ndarray_subclass_is_multiplied_elementwise():
+    # For np.matrix, * is a matrix product: the mask must be applied elementwise.
+    x = np.matrix(np.arange(1.0, 10.0).reshape(3, 3))
+    out = drop_path(x, 0.5, True, rng=3)
+    assert out.shape == (3, 3)
+    kept_samples(np.asarray(out), np.asarray(x) * 2.0, (0,))
+
+
+@pytest.mark.backends("numpy")
+def test_non_native_byte_order_keeps_the_dtype():
+    x = np.arange(1.0, 9.0).reshape(4, 2).astype(">f8")
+    out = drop_path(x, 0.5, True, rng=0)
+    assert out.dtype == x.dtype
+    kept = kept_samples(out, x * 2.0, (0,))
+    assert 0 < kept.sum() < kept.size
+
+
 @pytest.mark.backends("array_api_strict")
 def test_output_stays_on_a_non_default_device(backend):
     xp = backend.xp

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -62,6 +63,22 @@ def test_numpy_scalar_drop_prob_is_accepted(x):
     assert drop_path(x, np.float64(0.5), True, rng=0).shape == x.shape
 
 
+def test_zero_dimensional_array_drop_prob_is_accepted(backend, x):
+    # e.g. torch.linspace(0, rate, depth)[i], which timm accepts too
+    p = backend.asarray(np.float64(0.5), "float32")
+    expected = backend.to_numpy(drop_path(x, 0.5, True, rng=0))
+    np.testing.assert_array_equal(backend.to_numpy(drop_path(x, p, True, rng=0)), expected)
+    assert drop_path(x, backend.asarray(np.float64(0.0), "float32"), True) is x
+
+
+@pytest.mark.parametrize(("values", "dtype"), [([0.5], "float32"), (True, "bool"), (2.0, "float32")])
+def test_array_drop_prob_that_is_not_a_probability_is_rejected(backend, x, values, dtype):
+    p = backend.asarray(np.asarray(values), dtype)
+    error = ValueError if values == 2.0 else TypeError
+    with pytest.raises(error, match="drop_prob"):
+        drop_path(x, p, True)
+
+
 @pytest.mark.parametrize("bad", [2, -3, (0, 2), (5,)])
 @pytest.mark.parametrize("training", [True, False])
 def test_axis_out_of_range_is_a_value_error(x, bad, training):
@@ -87,10 +104,14 @@ def test_zero_dimensional_input_with_an_axis_is_a_value_error(backend):
         drop_path(x, 0.5, True)
 
 
+def _type_name(obj: object) -> str:
+    return re.escape(f"got an object of type {type(obj).__module__}.{type(obj).__qualname__}")
+
+
 @pytest.mark.parametrize("bad", ["seed", 1.5, object(), True, [0], np.random.RandomState(0)])
 @pytest.mark.parametrize("training", [True, False])
 def test_rng_of_wrong_type_is_a_type_error(x, bad, training):
-    with pytest.raises(TypeError, match=rf"rng must be .*type .*{type(bad).__qualname__}"):
+    with pytest.raises(TypeError, match=_type_name(bad)):
         drop_path(x, 0.5, training, rng=bad)
 
 
@@ -106,5 +127,5 @@ def test_generator_of_another_library_is_a_type_error(backend, x):
     else:
         torch = pytest.importorskip("torch", reason="needs torch for a foreign generator")
         other = torch.Generator()
-    with pytest.raises(TypeError, match=rf"rng must be .*{backend.name}.*{type(other).__qualname__}"):
+    with pytest.raises(TypeError, match=rf"for {backend.name} arrays, {_type_name(other)}"):
         drop_path(x, 0.5, True, rng=other)

@@ -97,11 +97,40 @@ def test_identity_keeps_the_graph(dev):
     assert drop_path(x, 0.5, False) is x
 
 
-def test_mask_is_made_on_x_device(dev):
+def test_output_and_seeded_generator_on_x_device(dev):
     x = torch.ones(16, 2, device=dev)
     assert drop_path(x, 0.5, True, rng=0).device == x.device
     gen = torch.Generator(device=dev).manual_seed(0)
     assert drop_path(x, 0.5, True, rng=gen).device == x.device
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="host-device syncs only exist with a CUDA device")
+@pytest.mark.parametrize("p", [0.3, 1.0])
+def test_no_host_device_sync_on_cuda(p):
+    x = torch.randn(64, 8, device="cuda")
+    gen = torch.Generator(device="cuda").manual_seed(0)
+    drop_path(x, p, True, rng=gen)  # warm up lazy initialisation
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for rng in (None, 1, gen):
+            drop_path(x, p, True, rng=rng)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
+@pytest.mark.parametrize("dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+def test_float8_is_a_type_error(dtype):
+    x = torch.ones(4, 2).to(dtype)
+    with pytest.raises(TypeError, match="16 bits or more"):
+        drop_path(x, 0.5, True)
+
+
+@pytest.mark.parametrize("rng", [None, 0])
+def test_meta_tensors_work_for_shape_inference(rng):
+    x = torch.empty(8, 3, device="meta")
+    out = drop_path(x, 0.5, True, rng=rng)
+    assert out.device.type == "meta"
+    assert out.shape == (8, 3)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for a second device type")
