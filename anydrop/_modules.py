@@ -68,8 +68,11 @@ class DropPathConfig:
             text += ", scale_by_keep=False"
         if self.axis != 0:
             text += f", axis={self.axis!r}"
-        if self.rng is not None:
+        if _is_seed(self.rng):
             text += f", rng={self.rng!r}"
+        elif self.rng is not None:
+            # A generator's repr is an address; its type says what it is.
+            text += f", rng=<{type(self.rng).__name__}>"
         return text
 
 

@@ -21,6 +21,7 @@ def test_defaults_and_attributes():
     assert repr(layer) == "DropPath(drop_prob=0.100)"
     described = "DropPath(drop_prob=0.250, scale_by_keep=False, axis=(), rng=3)"
     assert repr(DropPath(0.25, False, axis=(), rng=3)) == described
+    assert repr(DropPath(0.5, rng=np.random.default_rng(0))) == "DropPath(drop_prob=0.500, rng=<Generator>)"
 
 
 def test_train_and_eval_return_self_and_switch_mode(backend):

@@ -30,6 +30,10 @@ def test_demo_runs_on_the_backend_under_test(backend):
     result = subprocess.run(
         [sys.executable, "-m", "anydrop"], capture_output=True, text=True, check=True, timeout=120
     )
-    line = next(ln for ln in result.stdout.splitlines() if ln.startswith(backend.name + " "))
-    assert "not installed" not in line
-    assert "backend(s) ran" in result.stdout
+    lines = result.stdout.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith(backend.name + " "))
+    # "<name>  <version>: <array type> (8, 3)", then one word per sample.
+    assert lines[at].endswith("(8, 3)"), lines[at]
+    words = lines[at + 1].split()
+    assert len(words) == 8
+    assert set(words) <= {"dropped", "x2"}
