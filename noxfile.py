@@ -54,10 +54,12 @@ def _cuda_driver_version() -> int | None:
 
 
 def _cupy_requirement(driver: int) -> str:
+    # [ctk] brings the CUDA libraries (NVRTC, cuRAND) as wheels, so a machine
+    # with only the driver works.
     if driver >= 13000:
-        return "cupy-cuda13x"
+        return "cupy-cuda13x[ctk]"
     if driver >= 12000:
-        return "cupy-cuda12x"
+        return "cupy-cuda12x[ctk]"
     return "cupy-cuda11x"
 
 
