@@ -17,7 +17,8 @@ class DropPath(DropPathConfig, torch.nn.Module):
 
     A drop-in for ``timm.layers.DropPath``: it has no parameters or buffers, so
     state dicts are interchangeable, and follows ``module.train()`` /
-    ``module.eval()``. Arguments are those of :class:`anydrop.DropPath`.
+    ``module.eval()``. Arguments are those of :class:`anydrop.DropPath`; note
+    that the default ``drop_prob`` is 0.1 where timm's is 0.0.
 
     Examples
     --------
