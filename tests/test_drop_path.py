@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -213,6 +214,32 @@ def test_non_native_byte_order_keeps_the_dtype():
     assert out.dtype == x.dtype
     kept = kept_samples(out, x * 2.0, (0,))
     assert 0 < kept.sum() < kept.size
+
+
+@pytest.mark.backends("numpy")
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_forked_children_do_not_replay_the_parent_masks():
+    # DataLoader workers are forked: with rng=None they must not draw the parent's masks.
+    x = np.ones((64, 1))
+    drop_path(x, 0.5, True)  # the process-wide default generator now exists
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child reports through the pipe
+        try:
+            os.write(write_end, drop_path(x, 0.5, True).astype(np.uint8).tobytes())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    data = b""
+    while chunk := os.read(read_end, 64):
+        data += chunk
+    os.close(read_end)
+    os.waitpid(pid, 0)
+    child = np.frombuffer(data, dtype=np.uint8)
+    parent = drop_path(x, 0.5, True).astype(np.uint8).ravel()
+    assert child.size == 64
+    assert not np.array_equal(child, parent)  # equal with probability 2**-64
 
 
 @pytest.mark.backends("array_api_strict")
