@@ -105,7 +105,8 @@ def drop_path(
         Floating-point array of any array API library (NumPy, PyTorch, CuPy,
         array-api-strict, ...).
     drop_prob
-        Probability of dropping each sample, in [0, 1].
+        Probability of dropping each sample, in [0, 1]: a Python or NumPy
+        number, or a 0-d real array.
     training
         When false, ``x`` itself is returned.
     scale_by_keep
@@ -168,7 +169,8 @@ def drop_path(
     mask_shape = tuple(n if i in axes else 1 for i, n in enumerate(shape))
     mask = adapter.bernoulli(adapter.resolve(rng, x), keep, mask_shape, mask_dtype, x=x, xp=xp)
     if keep == 0.0:
-        # Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.
+        # The mask above is all zeros, but drawing it advances the generator as
+        # timm does. Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.
         out = xp.where(mask > 0, x, 0)
     else:
         if scale_by_keep:

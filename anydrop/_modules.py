@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
+from array_api_compat import device
+
 from ._core import Axis, check_axis_type, check_drop_prob, drop_path
 from ._rng import _is_seed, adapter_for, check_rng_type
 
@@ -48,7 +50,7 @@ class DropPathConfig:
         if not _is_seed(self.rng):
             return self.rng
         adapter = adapter_for(x)
-        key = (adapter.name, str(getattr(x, "device", "")))
+        key = (adapter.name, str(device(x)))
         gen = self._generators.get(key)
         if gen is None:
             gen = self._generators[key] = adapter.resolve(self.rng, x)

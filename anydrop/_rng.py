@@ -35,6 +35,10 @@ def _is_seed(rng: object) -> bool:
     return isinstance(rng, numbers.Integral) and not isinstance(rng, bool)
 
 
+def _type_name(obj: object) -> str:
+    return f"{type(obj).__module__}.{type(obj).__qualname__}"
+
+
 def _seed(rng: Any) -> int:
     seed = int(rng)
     if not 0 <= seed < _MAX_SEED:
@@ -71,36 +75,28 @@ class RNGAdapter:
         kept = gen.random(shape) < keep
         return xp.astype(xp.asarray(kept, device=device(x)), dtype)
 
-    def resolve(self, rng: object, x: Any) -> Any:
-        """Turn the user's ``rng`` into a generator this adapter can draw from."""
+    def resolve(self, rng: object, x: Any, *, create: bool = True) -> Any:
+        """Turn the user's ``rng`` into a generator this adapter can draw from.
+
+        With ``create=False`` only validate it: nothing is made (the eval path).
+        """
         if rng is None:
-            return self.default(x)
+            return self.default(x) if create else None
         if _is_seed(rng):
-            return self.seeded(_seed(rng), x)
+            seed = _seed(rng)
+            return self.seeded(seed, x) if create else None
         if self.is_generator(rng):
             self.check_generator(rng, x)
             return rng
-        raise self._type_error(rng, x)
+        library = type(x).__module__.partition(".")[0]
+        raise TypeError(
+            f"rng must be None, a non-negative int seed or a {self.generator_names} "
+            f"for {library} arrays, got an object of type {_type_name(rng)}"
+        )
 
     def check(self, rng: object, x: Any) -> None:
         """Validate ``rng`` for ``x`` as :meth:`resolve` does, without creating anything."""
-        if rng is None:
-            return
-        if _is_seed(rng):
-            _seed(rng)
-            return
-        if self.is_generator(rng):
-            self.check_generator(rng, x)
-            return
-        raise self._type_error(rng, x)
-
-    def _type_error(self, rng: object, x: Any) -> TypeError:
-        kind = f"{type(rng).__module__}.{type(rng).__qualname__}"
-        library = type(x).__module__.partition(".")[0]
-        return TypeError(
-            f"rng must be None, a non-negative int seed or a {self.generator_names} "
-            f"for {library} arrays, got an object of type {kind}"
-        )
+        self.resolve(rng, x, create=False)
 
 
 class NumPyRNG(RNGAdapter):
@@ -185,13 +181,11 @@ class _Unsupported(RNGAdapter):
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def check(self, rng: object, x: Any) -> None:
+    def resolve(self, rng: object, x: Any, *, create: bool = True) -> Any:
         raise TypeError(
             f"drop_path does not support {self.name} arrays yet: a host-side mask "
             f"would be baked into traced or lazy graphs"
         )
-
-    resolve = check
 
 
 _GENERIC = RNGAdapter()
@@ -233,10 +227,9 @@ def check_rng_type(rng: object) -> None:
         return
     if any(a.is_generator(rng) for a in (_GENERIC, _TORCH, _CUPY)):
         return
-    kind = f"{type(rng).__module__}.{type(rng).__qualname__}"
     raise TypeError(
         "rng must be None, a non-negative int seed, or a numpy.random.Generator, "
-        f"torch.Generator or cupy.random.Generator, got an object of type {kind}"
+        f"torch.Generator or cupy.random.Generator, got an object of type {_type_name(rng)}"
     )
 
 
