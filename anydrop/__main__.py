@@ -7,7 +7,6 @@ how they were scaled, so a new install can be checked at a glance.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import importlib.util
 from typing import Any
 
@@ -17,29 +16,28 @@ SHAPE = (8, 3)
 DROP_PROB = 0.5
 SEED = 0
 
-# (label, namespace module, distribution that provides it)
+# (library module, its array API namespace)
 _BACKENDS = (
-    ("numpy", "array_api_compat.numpy", "numpy"),
-    ("torch", "array_api_compat.torch", "torch"),
-    ("cupy", "array_api_compat.cupy", "cupy"),
-    ("array_api_strict", "array_api_strict", "array-api-strict"),
+    ("numpy", "array_api_compat.numpy"),
+    ("torch", "array_api_compat.torch"),
+    ("cupy", "array_api_compat.cupy"),
+    ("array_api_strict", "array_api_strict"),
 )
 
 
-def _load(module: str, dist: str) -> tuple[Any, str]:
-    """Return (namespace, version), or (None, why not)."""
-    if importlib.util.find_spec(dist.replace("-", "_")) is None:
+def _load(library: str, namespace: str) -> tuple[Any, str]:
+    """Return (namespace, library version), or (None, why not)."""
+    if importlib.util.find_spec(library) is None:
         return None, "not installed"
     try:
-        xp = importlib.import_module(module)
-        if dist == "cupy":
-            import cupy
-
-            if cupy.cuda.runtime.getDeviceCount() == 0:
-                return None, "installed, but no CUDA device"
+        lib = importlib.import_module(library)
+        xp = importlib.import_module(namespace)
+        if library == "cupy" and lib.cuda.runtime.getDeviceCount() == 0:
+            return None, "installed, but no CUDA device"
     except Exception as exc:  # a broken install is reported, not fatal
         return None, f"cannot be used here ({type(exc).__name__}: {exc})"
-    return xp, importlib.metadata.version(dist)
+    # The module's own version: cupy's distribution is named cupy-cuda12x etc.
+    return xp, str(lib.__version__)
 
 
 def _row_summary(out: Any) -> str:
@@ -54,8 +52,8 @@ def main() -> int:
     )
     print("each sample of the batch is either dropped (all zeros) or kept and scaled by 1/keep\n")
     ran = 0
-    for label, module, dist in _BACKENDS:
-        xp, version = _load(module, dist)
+    for label, namespace in _BACKENDS:
+        xp, version = _load(label, namespace)
         if xp is None:
             print(f"{label:17} {version}")
             continue
