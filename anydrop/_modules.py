@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from array_api_compat import device
-
-from ._core import Axis, check_axis_type, check_drop_prob, drop_path
-from ._rng import _is_seed, adapter_for, check_rng_type
+from ._compat import device
+from ._core import Axis, _is_seed, adapter_for, check_axis_type, check_drop_prob, check_rng_type, drop_path
 
 __all__ = ["DropPath", "DropPathConfig"]
 
