@@ -5,10 +5,18 @@ on NumPy, PyTorch, CuPy and array-api-strict arrays. Importing anydrop imports
 no array framework; ``anydrop.torch`` holds the ``torch.nn.Module`` wrapper.
 """
 
-from ._core import drop_path
-from ._modules import DropPath
+from ._core import drop_path, drop_path_add, drop_path_residual
+from ._modules import DropPath, DropPathResidual
 from ._schedule import drop_path_rates
 
 __version__ = "0.1.0"
 
-__all__ = ["DropPath", "__version__", "drop_path", "drop_path_rates"]
+__all__ = [
+    "DropPath",
+    "DropPathResidual",
+    "__version__",
+    "drop_path",
+    "drop_path_add",
+    "drop_path_rates",
+    "drop_path_residual",
+]

@@ -18,10 +18,12 @@ the array's type without importing any framework that is not already loaded
 
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import sys
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from ._compat import (
     array_namespace,
@@ -41,6 +43,8 @@ __all__ = [
     "check_drop_prob",
     "check_rng_type",
     "drop_path",
+    "drop_path_add",
+    "drop_path_residual",
     "normalize_axis",
 ]
 
@@ -68,7 +72,12 @@ def _seed(rng: Any) -> int:
 
 
 class RNGAdapter:
-    """How one array library draws masks. Subclasses override the hooks."""
+    """How one array library draws masks and applies them. Subclasses override the hooks.
+
+    The arithmetic hooks (``multiply``, ``add_product``) default to the array API
+    operators; a backend overrides them only where it has a faster equivalent
+    with the same result (one fused pass, no temporary).
+    """
 
     name = "generic"
     #: What the error message lists as accepted generator objects.
@@ -95,6 +104,18 @@ class RNGAdapter:
         # the host with NumPy and move it over.
         kept = gen.random(shape) < keep
         return xp.astype(xp.asarray(kept, device=device(x)), dtype)
+
+    def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
+        """Return uniform [0, 1) floats of ``shape`` on ``x``'s device."""
+        return xp.asarray(gen.random(shape), device=device(x))
+
+    def multiply(self, x: Any, mask: Any) -> Any:
+        """``x * mask``."""
+        return x * mask
+
+    def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
+        """``x + branch * mask``."""
+        return x + branch * mask
 
     def resolve(self, rng: object, x: Any, *, create: bool = True) -> Any:
         """Turn the user's ``rng`` into a generator this adapter can draw from.
@@ -126,6 +147,41 @@ class NumPyRNG(RNGAdapter):
     def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, *, x: Any, xp: Any) -> Any:
         return (gen.random(shape) < keep).astype(dtype)
 
+    def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
+        return gen.random(shape)
+
+    def multiply(self, x: Any, mask: Any) -> Any:
+        import numpy as np
+
+        # The ufunc, not *: for ndarray subclasses such as np.matrix, * is a matmul.
+        out = np.multiply(x, mask)
+        return _numpy_result(out, x)
+
+    def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
+        import numpy as np
+
+        out = np.multiply(branch, mask)
+        if out.shape == np.broadcast_shapes(x.shape, out.shape) and np.result_type(x, out) == out.dtype:
+            # Add into the product: one temporary instead of two, which matters
+            # where page faults dominate large allocations.
+            np.add(x, out, out=out)
+        else:
+            out = np.add(x, out)
+        return _numpy_result(out, x, branch)
+
+
+def _numpy_result(out: Any, *inputs: Any) -> Any:
+    import numpy as np
+
+    dtype = inputs[0].dtype if len(inputs) == 1 else np.result_type(*inputs)
+    if out.dtype != dtype:
+        # NumPy computes non-native byte orders in native order.
+        out = out.astype(dtype)
+    if out.ndim == 0:
+        # NumPy turns 0-d arithmetic results into scalars; keep an array.
+        out = np.asarray(out)
+    return out
+
 
 class TorchRNG(RNGAdapter):
     name = "torch"
@@ -155,9 +211,20 @@ class TorchRNG(RNGAdapter):
         return torch.Generator(device=x.device).manual_seed(seed)
 
     def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, *, x: Any, xp: Any) -> Any:
+        # new_empty, as timm does: same device, one op.
+        return x.new_empty(shape, dtype=dtype).bernoulli_(keep, generator=gen)
+
+    def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
         import torch
 
-        return torch.empty(shape, dtype=dtype, device=x.device).bernoulli_(keep, generator=gen)
+        # float32 rather than float64: every device type has it.
+        return x.new_empty(shape, dtype=torch.float32).uniform_(0.0, 1.0, generator=gen)
+
+    def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
+        import torch
+
+        # One fused pass: reads x and branch once and writes the output once.
+        return torch.addcmul(x, branch, mask)
 
 
 class CuPyRNG(RNGAdapter):
@@ -195,6 +262,12 @@ class CuPyRNG(RNGAdapter):
             uniform = cupy.random.random(shape) if gen is None else gen.random(shape)
             return (uniform < keep).astype(dtype)
 
+    def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
+        import cupy
+
+        with x.device:
+            return cupy.random.random(shape) if gen is None else gen.random(shape)
+
 
 class _Unsupported(RNGAdapter):
     """Backends whose RNG model needs its own adapter (planned), refused clearly."""
@@ -215,28 +288,47 @@ _TORCH = TorchRNG()
 _CUPY = CuPyRNG()
 _JAX = _Unsupported("JAX")
 _DASK = _Unsupported("Dask")
-_BY_TYPE: dict[type, RNGAdapter] = {}
+#: Per array type: its namespace, its adapter and a per-dtype cache. Both depend
+#: on the type alone, and looking them up once per type keeps the per-call
+#: overhead of tiny arrays close to that of a hand-written torch function.
+_BY_TYPE: dict[type, tuple[Any, RNGAdapter, dict[Any, _DtypeInfo]]] = {}
 
 
 def adapter_for(x: Any) -> RNGAdapter:
     """Return the RNG adapter for ``x``'s array library (cached per type)."""
-    cls = type(x)
-    adapter = _BY_TYPE.get(cls)
-    if adapter is None:
-        if is_torch_array(x):
-            adapter = _TORCH
-        elif is_cupy_array(x):
-            adapter = _CUPY
-        elif is_jax_array(x):
-            adapter = _JAX
-        elif is_dask_array(x):
-            adapter = _DASK
-        elif is_numpy_array(x):
-            adapter = _NUMPY
-        else:
-            adapter = _GENERIC
-        _BY_TYPE[cls] = adapter
-    return adapter
+    return _backend(x)[1]
+
+
+def _backend(x: Any) -> tuple[Any, RNGAdapter, dict[Any, _DtypeInfo]]:
+    entry = _BY_TYPE.get(type(x))
+    if entry is None:
+        entry = _register(x)
+    return entry
+
+
+def _register(x: Any) -> tuple[Any, RNGAdapter, dict[Any, _DtypeInfo]]:
+    try:
+        xp = array_namespace(x)
+    except TypeError:
+        raise TypeError(
+            "x must be an array of a supported array library (NumPy, PyTorch, CuPy "
+            f"or another array API namespace), got an object of type {type(x).__name__}"
+        ) from None
+    adapter: RNGAdapter
+    if is_torch_array(x):
+        adapter = _TORCH
+    elif is_cupy_array(x):
+        adapter = _CUPY
+    elif is_jax_array(x):
+        adapter = _JAX
+    elif is_dask_array(x):
+        adapter = _DASK
+    elif is_numpy_array(x):
+        adapter = _NUMPY
+    else:
+        adapter = _GENERIC
+    entry = _BY_TYPE[type(x)] = (xp, adapter, {})
+    return entry
 
 
 def check_rng_type(rng: object) -> None:
@@ -322,26 +414,103 @@ def normalize_axis(axis: object, ndim: int) -> tuple[int, ...]:
     return axes
 
 
-_MASK_DTYPES: dict[tuple[str, Any], Any] = {}
+class _DtypeInfo(NamedTuple):
+    mask: Any  # the real dtype masks are made in
+    eps: float  # > 0 for 16-bit floats, whose 1/keep needs an unbiased rounding
+    max: float
 
 
-def _mask_dtype(xp: Any, dtype: Any) -> Any:
-    """The real dtype the mask is made in for an ``x`` of ``dtype``; TypeError if unsupported."""
-    key = (xp.__name__, dtype)
-    found = _MASK_DTYPES.get(key)
-    if found is not None:
-        return found
+def _dtype_info(xp: Any, cache: dict[Any, _DtypeInfo], dtype: Any) -> _DtypeInfo:
+    """What drop_path needs to know of ``x``'s dtype; TypeError if it is unsupported."""
+    info = cache.get(dtype)
+    if info is not None:
+        return info
     if xp.isdtype(dtype, "real floating"):
-        if xp.finfo(dtype).bits < 16:
+        finfo = xp.finfo(dtype)
+        if finfo.bits < 16:
             raise TypeError(f"x must have a floating-point dtype of 16 bits or more, got {dtype}")
-        found = dtype
+        mask = dtype
     elif xp.isdtype(dtype, "complex floating"):
         # A real mask keeps the product complex and the scale exact.
-        found = xp.float32 if dtype == xp.complex64 else xp.float64
+        mask = xp.float32 if dtype == xp.complex64 else xp.float64
+        finfo = xp.finfo(mask)
     else:
         raise TypeError(f"x must have a floating-point dtype, got {dtype}")
-    _MASK_DTYPES[key] = found
-    return found
+    eps = float(finfo.eps) if finfo.bits == 16 else 0.0
+    info = cache[dtype] = _DtypeInfo(mask, eps, float(finfo.max))
+    return info
+
+
+_ONES = tuple((1,) * n for n in range(65))
+
+
+def _prepare(
+    x: Any, drop_prob: object, axis: object
+) -> tuple[Any, RNGAdapter, _DtypeInfo, float, tuple[int, ...]]:
+    """Validate the arguments shared by every entry point; return what drawing a mask needs."""
+    xp, adapter, dtypes = _BY_TYPE.get(type(x)) or _register(x)
+    # Fast paths first: a per-call cost of a few microseconds matters for tiny arrays.
+    p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
+    dtype = x.dtype
+    info = dtypes.get(dtype) or _dtype_info(xp, dtypes, dtype)
+    shape = x.shape
+    if type(axis) is int and axis == 0 and shape:
+        mask_shape = (shape[0], *_ONES[len(shape) - 1])
+    else:
+        axes = normalize_axis(axis, len(shape))
+        mask_shape = tuple(n if i in axes else 1 for i, n in enumerate(shape))
+    return xp, adapter, info, p, mask_shape
+
+
+def _dither(keep: float, info: _DtypeInfo) -> tuple[float, float, float] | None:
+    """How to round ``1 / keep`` to a 16-bit float without bias, or None if no rounding is needed.
+
+    bfloat16 holds 1/0.9 as 1.109375, 0.16% low: scaling by it biases every
+    kept sample the same way. Instead each sample's scale is ``lo`` or the next
+    representable value ``lo + spacing``, the latter with probability ``frac``,
+    so that the expected scale is exactly ``1 / keep``. Returns ``(lo,
+    spacing, keep * frac)``.
+    """
+    scale = 1.0 / keep
+    _, exponent = math.frexp(scale)  # scale is in [2**(exponent-1), 2**exponent)
+    spacing = info.eps * 2.0 ** (exponent - 1)
+    lo = math.floor(scale / spacing) * spacing
+    frac = (scale - lo) / spacing
+    if frac == 0.0 or lo + spacing > info.max:
+        # Exact in the dtype (keep = 0.5, ...), or it overflows as timm's does.
+        return None
+    return lo, spacing, keep * frac
+
+
+def _scaled_mask(
+    x: Any,
+    keep: float,
+    mask_shape: tuple[int, ...],
+    *,
+    xp: Any,
+    adapter: RNGAdapter,
+    info: _DtypeInfo,
+    scale_by_keep: bool,
+    rng: Any,
+) -> Any:
+    """The mask of ``mask_shape``: 0 for dropped samples, the scale (or 1) for kept ones."""
+    gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
+    dither = _dither(keep, info) if info.eps and scale_by_keep and keep > 0.0 else None
+    if dither is not None:
+        lo, spacing, threshold = dither
+        # One uniform u per sample: kept when u < keep; given that, u / keep is
+        # uniform on [0, 1), so u < keep * frac picks the upper scale with
+        # probability frac. Both values are exact in the dtype.
+        u = adapter.uniform(gen, mask_shape, x=x, xp=xp)
+        mask = xp.astype(u < keep, info.mask) * lo
+        return mask + xp.astype(u < threshold, info.mask) * spacing
+    # The same draw and division as timm, so torch.manual_seed reproduces its
+    # masks bit for bit wherever the scale is exact or the dtype is 32/64-bit.
+    mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x=x, xp=xp)
+    if scale_by_keep and keep > 0.0:
+        # In place on our own small mask: scale it, not the big array.
+        mask /= keep
+    return mask
 
 
 def drop_path(
@@ -408,42 +577,243 @@ def drop_path(
            [2., 2., 2.],
            [2., 2., 2.]])
     """
-    try:
-        xp = array_namespace(x)
-    except TypeError:
-        raise TypeError(
-            "x must be an array of a supported array library (NumPy, PyTorch, CuPy "
-            f"or another array API namespace), got an object of type {type(x).__name__}"
-        ) from None
-    p = check_drop_prob(drop_prob)
-    dtype = x.dtype  # type: ignore[attr-defined]
-    mask_dtype = _mask_dtype(xp, dtype)
-    shape = x.shape  # type: ignore[attr-defined]
-    axes = normalize_axis(axis, len(shape))
-    adapter = adapter_for(x)
-
+    xp, adapter, info, p, mask_shape = _prepare(x, drop_prob, axis)
     if not training or p == 0.0:
         adapter.check(rng, x)
         return x
-
     keep = 1.0 - p
-    mask_shape = tuple(n if i in axes else 1 for i, n in enumerate(shape))
-    mask = adapter.bernoulli(adapter.resolve(rng, x), keep, mask_shape, mask_dtype, x=x, xp=xp)
+    mask = _scaled_mask(
+        x, keep, mask_shape, xp=xp, adapter=adapter, info=info, scale_by_keep=scale_by_keep, rng=rng
+    )
     if keep == 0.0:
         # The mask above is all zeros, but drawing it advances the generator as
         # timm does. Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.
         out = xp.where(mask > 0, x, 0)
+        return xp.asarray(out) if not mask_shape else out  # type: ignore[no-any-return]
+    return adapter.multiply(x, mask)  # type: ignore[no-any-return]
+
+
+def _same_namespace(x: Any, other: Any, name: str) -> None:
+    if type(other) is not type(x):
+        try:
+            array_namespace(x, other)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be an array of the same array library as x, got an object of type "
+                f"{type(other).__name__} for x of type {type(x).__name__}"
+            ) from None
+
+
+def drop_path_add(
+    x: Array,
+    branch: Array,
+    drop_prob: float = 0.0,
+    training: bool = False,
+    scale_by_keep: bool = True,
+    *,
+    axis: Axis = 0,
+    rng: Any = None,
+) -> Array:
+    """Return ``x + drop_path(branch, ...)``, in one pass over the data where the backend allows.
+
+    The residual add that follows drop path in every block, fused: on PyTorch
+    it is one ``addcmul`` that reads ``x`` and ``branch`` once and writes the
+    result once, where ``x + drop_path(branch)`` makes two passes and a
+    temporary. Masks are drawn from ``rng`` exactly as :func:`drop_path` draws
+    them for ``branch``, so both give the same result for the same seed.
+
+    Parameters
+    ----------
+    x
+        The residual stream; broadcast with ``branch`` as ``x + branch`` would be.
+    branch
+        The branch output that is dropped per sample, an array of x's library.
+    drop_prob, training, scale_by_keep, axis, rng
+        As in :func:`drop_path`; ``axis`` refers to ``branch``'s axes.
+
+    Returns
+    -------
+    A new array ``x + mask * branch``; ``x + branch`` when ``training`` is
+    false or ``drop_prob == 0``. Neither input is modified. Differentiable in
+    PyTorch with respect to both.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anydrop import drop_path_add
+    >>> x, branch = np.zeros((4, 2)), np.ones((4, 2))
+    >>> drop_path_add(x, branch, 0.5, training=True, rng=0)
+    array([[0., 0.],
+           [2., 2.],
+           [2., 2.],
+           [2., 2.]])
+    """
+    xp, adapter, info, p, mask_shape = _prepare(branch, drop_prob, axis)
+    _same_namespace(branch, x, "x")
+    if not training or p == 0.0:
+        adapter.check(rng, branch)
+        return x + branch  # type: ignore[operator, no-any-return]
+    keep = 1.0 - p
+    mask = _scaled_mask(
+        branch, keep, mask_shape, xp=xp, adapter=adapter, info=info, scale_by_keep=scale_by_keep, rng=rng
+    )
+    if keep == 0.0:
+        # Select, not multiply, as in drop_path: an inf or NaN branch adds exact zeros.
+        return x + xp.where(mask > 0, branch, 0)  # type: ignore[no-any-return]
+    return adapter.add_product(x, branch, mask)  # type: ignore[no-any-return]
+
+
+def _kept_count(n: int, keep: float) -> int:
+    return min(n, max(1, round(n * keep)))
+
+
+def drop_path_residual(
+    x: Array,
+    fn: Callable[[Array], Array],
+    drop_prob: float = 0.0,
+    training: bool = False,
+    scale_by_keep: bool = True,
+    *,
+    axis: int = 0,
+    rng: Any = None,
+    fixed_size: bool = False,
+) -> Array:
+    """Return ``x + drop_path(fn(x), ...)`` in distribution, calling ``fn`` on the kept samples only.
+
+    Stochastic depth skips a residual branch for the dropped samples, so there
+    is no need to compute it for them: the kept samples (selected along
+    ``axis``) are gathered, passed through ``fn`` and their scaled result is
+    added back into ``x``; dropped samples pass through as ``x``. At
+    ``drop_prob=0.5`` the branch costs about half, forward and backward.
+
+    ``fn`` must treat samples along ``axis`` independently, as a per-token MLP
+    or attention over each sample does: a branch with batch statistics (a
+    BatchNorm in training mode) sees a smaller batch and gives other results.
+    It must return an array of its input's shape.
+
+    Parameters
+    ----------
+    x
+        Input of the residual block, a floating-point array of any supported library.
+    fn
+        The residual branch, called as ``fn(kept)`` on an array shaped like ``x``
+        but with only the kept samples along ``axis``.
+    drop_prob, training, scale_by_keep, rng
+        As in :func:`drop_path`; the mask is the same one ``drop_path`` would
+        draw for ``x`` with the same ``rng`` (when ``fixed_size`` is false).
+    axis
+        The one sample axis (an int).
+    fixed_size
+        False (default): each sample is kept independently with probability
+        ``1 - drop_prob`` (as in :func:`drop_path`), so the number kept varies
+        from call to call: a data-dependent shape, which costs a host sync on
+        GPUs, a graph break under ``torch.compile`` and cannot be captured in
+        CUDA graphs. True: exactly ``k = round(n * (1 - drop_prob))`` samples
+        (at least 1) are kept, chosen uniformly at random, and scaled by
+        ``n / k`` (DINOv2's ``drop_add_residual_stochastic_depth``): static
+        shapes for compilers, CUDA graphs and ``jax.jit``. Both are unbiased.
+
+    Returns
+    -------
+    A new array; ``x + fn(x)`` when ``training`` is false or ``drop_prob == 0``;
+    ``x`` itself when ``drop_prob == 1`` (``fn`` is not called). If by chance
+    no sample is kept, ``fn`` is called on an empty batch. Neither ``x`` nor
+    anything else is modified. Gradients flow to ``x`` and to ``fn``'s
+    parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anydrop import drop_path_residual
+    >>> x = np.ones((4, 2))
+    >>> calls = []
+    >>> def branch(a):
+    ...     calls.append(a.shape[0])
+    ...     return 10 * a
+    >>> drop_path_residual(x, branch, 0.5, training=True, rng=0)
+    array([[ 1.,  1.],
+           [21., 21.],
+           [21., 21.],
+           [21., 21.]])
+    >>> calls  # the branch ran on the 3 kept samples only
+    [3]
+    """
+    if not callable(fn):
+        raise TypeError(f"fn must be callable, got an object of type {type(fn).__name__}")
+    axis_arg: object = axis
+    if isinstance(axis_arg, bool) or not isinstance(axis_arg, numbers.Integral):
+        raise TypeError(f"axis must be an int for drop_path_residual, got {axis!r}")
+    xp, adapter, info, p, mask_shape = _prepare(x, drop_prob, axis)
+    if not training or p == 0.0:
+        adapter.check(rng, x)
+        return x + fn(x)  # type: ignore[operator, no-any-return]
+    keep = 1.0 - p
+    shape = x.shape  # type: ignore[attr-defined]
+    ax = int(axis) % len(shape)
+    n = shape[ax]
+    if keep == 0.0 or n == 0:
+        # Draw as drop_path does, so that the generator advances the same way.
+        _scaled_mask(
+            x, keep, mask_shape, xp=xp, adapter=adapter, info=info, scale_by_keep=scale_by_keep, rng=rng
+        )
+        return x
+    if fixed_size:
+        k = _kept_count(n, keep)
+        gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
+        # A uniformly random k-subset, from sorting uniforms: argsort is in the
+        # standard and has static shapes, unlike a Bernoulli mask.
+        order = xp.argsort(adapter.uniform(gen, (n,), x=x, xp=xp))
+        idx = order[:k]
+        # Sample order[j] is the j-th kept one; argsort(order) inverts the permutation.
+        rank = xp.argsort(order)
+        position = xp.where(rank < k, rank + 1, xp.zeros_like(rank))
+        scale = n / k if scale_by_keep else 1.0
+        scales = _fixed_scales(x, scale, k, xp=xp, adapter=adapter, info=info, gen=gen)
     else:
-        if scale_by_keep:
-            # Scale the small mask, not the big array, and divide as timm does so
-            # results are bit-identical to it.
-            mask = mask / keep
-        # multiply, not *: for ndarray subclasses such as np.matrix, * is a matmul.
-        out = xp.multiply(x, mask)
-    if out.dtype != dtype:
-        # NumPy computes non-native byte orders in native order.
-        out = xp.astype(out, dtype)
-    if not shape:
-        # NumPy turns 0-d arithmetic results into scalars; keep an array.
-        out = xp.asarray(out)
-    return out  # type: ignore[no-any-return]
+        mask = _scaled_mask(
+            x, keep, (n,), xp=xp, adapter=adapter, info=info, scale_by_keep=scale_by_keep, rng=rng
+        )
+        kept = mask > 0
+        (idx,) = xp.nonzero(kept)
+        # Kept samples first, each group in index order; the inverse permutation
+        # gives each kept sample its place among them (argsort rather than
+        # cumulative_sum, which array-api-compat wraps in a namespace lookup).
+        order = xp.argsort(xp.astype(kept, xp.int8), descending=True, stable=True)
+        rank = xp.argsort(order)
+        position = xp.where(kept, rank + 1, xp.zeros_like(rank))
+        scales = xp.take(mask, idx) if scale_by_keep else 1.0
+    branch_in = xp.take(x, idx, axis=ax)
+    y: Any = fn(branch_in)
+    if getattr(y, "shape", None) != branch_in.shape:
+        raise ValueError(
+            f"fn must return an array of its input's shape {tuple(branch_in.shape)}, "
+            f"got {getattr(y, 'shape', type(y).__name__)}"
+        )
+    if isinstance(scales, float):
+        scaled = y * scales if scales != 1.0 else y
+    else:
+        scaled = y * xp.reshape(scales, (-1, *_ONES[len(shape) - 1 - ax]))
+    # Put the k results back in place with a gather rather than a scatter:
+    # `position` is, per sample, 0 if dropped and r + 1 for the r-th kept one,
+    # and row 0 of `padded` is zeros. take() is in the standard, keeps static
+    # shapes for fixed_size, and its gradient is the backend's scatter-add;
+    # integer-array setitem is neither standard nor static-shaped.
+    # zeros_like of a slice rather than zeros(..., device=device(x)): no device
+    # lookup, which torch.compile would trace through array-api-compat.
+    zero = xp.zeros_like(xp.take(x, xp.zeros_like(position[:1]), axis=ax), dtype=scaled.dtype)
+    padded = xp.concat((zero, scaled), axis=ax)
+    return x + xp.take(padded, position, axis=ax)  # type: ignore[no-any-return]
+
+
+def _fixed_scales(
+    x: Any, scale: float, k: int, *, xp: Any, adapter: RNGAdapter, info: _DtypeInfo, gen: Any
+) -> Any:
+    """Scales ``n / k`` for the fixed-size residual: a float, or k values that average to it."""
+    dither = _dither(1.0 / scale, info) if info.eps and scale != 1.0 else None
+    if dither is None:
+        return scale
+    lo, spacing, threshold = dither
+    u = adapter.uniform(gen, (k,), x=x, xp=xp)
+    # All k samples are kept: the upper value is taken with probability frac.
+    upper = xp.astype(u < threshold * scale, info.mask)
+    return upper * spacing + lo

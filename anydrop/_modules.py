@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ._compat import device
-from ._core import Axis, _is_seed, adapter_for, check_axis_type, check_drop_prob, check_rng_type, drop_path
+from ._core import (
+    Axis,
+    _is_seed,
+    adapter_for,
+    check_axis_type,
+    check_drop_prob,
+    check_rng_type,
+    drop_path,
+    drop_path_add,
+    drop_path_residual,
+)
 
-__all__ = ["DropPath", "DropPathConfig"]
+__all__ = ["DropPath", "DropPathConfig", "DropPathResidual", "ResidualConfig"]
 
 Array = TypeVar("Array")
 
@@ -60,6 +71,12 @@ class DropPathConfig:
             return drop_path(x, self.drop_prob, False, self.scale_by_keep, axis=self.axis)
         return drop_path(
             x, self.drop_prob, True, self.scale_by_keep, axis=self.axis, rng=self._generator_for(x)
+        )
+
+    def _drop_add(self, x: Array, branch: Array) -> Array:
+        rng = self._generator_for(branch) if self.training else None
+        return drop_path_add(
+            x, branch, self.drop_prob, self.training, self.scale_by_keep, axis=self.axis, rng=rng
         )
 
     def _describe(self) -> str:
@@ -115,6 +132,10 @@ class DropPath(DropPathConfig):
     def __call__(self, x: Array) -> Array:
         return self._drop(x)
 
+    def add(self, x: Array, branch: Array) -> Array:
+        """Return ``x + self(branch)``, fused as :func:`anydrop.drop_path_add` does."""
+        return self._drop_add(x, branch)
+
     def train(self, mode: bool = True) -> DropPath:
         """Set training mode (``mode=False`` is eval mode); return ``self``."""
         self.training = bool(mode)
@@ -126,3 +147,103 @@ class DropPath(DropPathConfig):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe()})"
+
+
+class ResidualConfig(DropPathConfig):
+    """A branch and its drop-path arguments, for residual wrappers of every framework."""
+
+    fixed_size: bool
+
+    def __init__(
+        self,
+        branch: Callable[[Any], Any],
+        drop_prob: float = 0.1,
+        scale_by_keep: bool = True,
+        *,
+        axis: int = 0,
+        rng: Any = None,
+        fixed_size: bool = False,
+    ) -> None:
+        if not callable(branch):
+            raise TypeError(f"branch must be callable, got an object of type {type(branch).__name__}")
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"axis must be an int for a residual drop path, got {axis!r}")
+        super().__init__(drop_prob, scale_by_keep, axis=axis, rng=rng)
+        self.branch = branch
+        self.fixed_size = bool(fixed_size)
+
+    def _residual(self, x: Array) -> Array:
+        if not self.training:
+            return drop_path_residual(
+                x,
+                self.branch,
+                self.drop_prob,
+                False,
+                self.scale_by_keep,
+                axis=self.axis,  # type: ignore[arg-type]
+            )
+        return drop_path_residual(
+            x,
+            self.branch,
+            self.drop_prob,
+            True,
+            self.scale_by_keep,
+            axis=self.axis,  # type: ignore[arg-type]
+            rng=self._generator_for(x),
+            fixed_size=self.fixed_size,
+        )
+
+    def _describe(self) -> str:
+        text = super()._describe()
+        return text + ", fixed_size=True" if self.fixed_size else text
+
+
+class DropPathResidual(ResidualConfig):
+    """``x + drop_path(branch(x))`` that runs ``branch`` on the kept samples only.
+
+    Calls :func:`anydrop.drop_path_residual` in training mode (the default) and
+    returns ``x + branch(x)`` in eval mode. ``branch`` must treat samples
+    independently (no batch statistics).
+
+    Parameters
+    ----------
+    branch
+        The residual branch, a callable from arrays to arrays of the same shape.
+    drop_prob, scale_by_keep, rng
+        As in :class:`DropPath`.
+    axis
+        The sample axis, an int.
+    fixed_size
+        Keep exactly ``round(n * (1 - drop_prob))`` samples per call (static
+        shapes), as in :func:`anydrop.drop_path_residual`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anydrop import DropPathResidual
+    >>> block = DropPathResidual(lambda a: 10 * a, 0.5, rng=0)
+    >>> block(np.ones((4, 1)))
+    array([[ 1.],
+           [21.],
+           [21.],
+           [21.]])
+    >>> block.eval()(np.ones((1, 1)))
+    array([[11.]])
+    """
+
+    training = True
+
+    def __call__(self, x: Array) -> Array:
+        return self._residual(x)
+
+    def train(self, mode: bool = True) -> DropPathResidual:
+        """Set training mode (``mode=False`` is eval mode); return ``self``."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self) -> DropPathResidual:
+        """Set eval mode, where the block is ``x + branch(x)``; return ``self``."""
+        return self.train(False)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(branch={self.branch!r}, {self._describe()})"

@@ -21,7 +21,15 @@ def test_import_anydrop_loads_no_array_framework():
 
 
 def test_public_names():
-    assert sorted(anydrop.__all__) == ["DropPath", "__version__", "drop_path", "drop_path_rates"]
+    assert sorted(anydrop.__all__) == [
+        "DropPath",
+        "DropPathResidual",
+        "__version__",
+        "drop_path",
+        "drop_path_add",
+        "drop_path_rates",
+        "drop_path_residual",
+    ]
     assert isinstance(anydrop.__version__, str)
     assert anydrop.__version__.count(".") == 2
 

@@ -1,0 +1,239 @@
+"""drop_path_add, drop_path_residual and the unbiased 16-bit scale, on every backend."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from array_api_compat import array_namespace, device
+
+from anydrop import DropPath, DropPathResidual, drop_path, drop_path_add, drop_path_residual
+from tests.helpers import random_batch
+
+# Bounds are mean +- 5 standard deviations at fixed seeds (false alarm < 1e-6 each).
+SIGMAS = 5.0
+
+
+def _close(backend, a, b):
+    np.testing.assert_allclose(backend.to_numpy(a), backend.to_numpy(b), rtol=1e-12, atol=0)
+
+
+def _triple(a):
+    # The branch used below: elementwise, so it treats samples independently.
+    return a * 3.0
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1, (0, 2), ()])
+def test_add_is_x_plus_drop_path_of_branch_for_the_same_seed(backend, axis):
+    x = random_batch(backend, (64, 5, 3), "float64", seed=1)
+    branch = random_batch(backend, (64, 5, 3), "float64", seed=2)
+    out = drop_path_add(x, branch, 0.4, True, axis=axis, rng=7)
+    _close(backend, out, x + drop_path(branch, 0.4, True, axis=axis, rng=7))
+
+
+def test_add_broadcasts_like_plus(backend):
+    x = random_batch(backend, (1, 5, 3), "float64", seed=1)
+    branch = random_batch(backend, (32, 5, 3), "float64", seed=2)
+    out = drop_path_add(x, branch, 0.5, True, rng=3)
+    assert out.shape == (32, 5, 3)
+    _close(backend, out, x + drop_path(branch, 0.5, True, rng=3))
+
+
+def test_add_without_dropping_is_plain_addition(backend):
+    x = random_batch(backend, (8, 3), seed=1)
+    branch = random_batch(backend, (8, 3), seed=2)
+    for out in (drop_path_add(x, branch, 0.5), drop_path_add(x, branch, 0.0, True, rng=0)):
+        assert out is not x
+        _close(backend, out, x + branch)
+
+
+def test_add_with_p_one_adds_exact_zeros_even_for_inf_and_nan(backend):
+    x = random_batch(backend, (6, 2), "float64")
+    branch = backend.asarray(np.full((6, 2), np.inf), "float64")
+    branch_nan = backend.asarray(np.full((6, 2), np.nan), "float64")
+    for b in (branch, branch_nan):
+        out = drop_path_add(x, b, 1.0, True, rng=0)
+        np.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(x))
+
+
+def test_add_keeps_metadata_and_leaves_inputs_alone(backend):
+    x = random_batch(backend, (16, 4), seed=1)
+    branch = random_batch(backend, (16, 4), seed=2)
+    before = backend.to_numpy(x).copy(), backend.to_numpy(branch).copy()
+    out = drop_path_add(x, branch, 0.5, True, rng=0)
+    assert out.dtype == x.dtype
+    assert out.shape == x.shape
+    assert device(out) == device(x)
+    assert array_namespace(out) is array_namespace(x)
+    np.testing.assert_array_equal(backend.to_numpy(x), before[0])
+    np.testing.assert_array_equal(backend.to_numpy(branch), before[1])
+
+
+def test_add_rejects_mixed_libraries_and_bad_arguments(backend):
+    branch = random_batch(backend, (4, 2))
+    with pytest.raises(TypeError, match="x must be an array of the same array library"):
+        drop_path_add([[0.0, 0.0]] * 4, branch, 0.5, True)
+    with pytest.raises(ValueError, match="drop_prob must be in"):
+        drop_path_add(branch, branch, 1.5, True)
+    with pytest.raises(TypeError, match="axis must be an int"):
+        drop_path_add(branch, branch, 0.5, True, axis="0")
+
+
+class _Counting:
+    """A branch that records the shapes it is called with."""
+
+    def __init__(self) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+
+    def __call__(self, a):
+        self.shapes.append(tuple(a.shape))
+        return _triple(a)
+
+
+@pytest.mark.parametrize("axis", [0, 1, -1])
+def test_residual_equals_x_plus_drop_path_of_fn_for_the_same_seed(backend, axis):
+    x = random_batch(backend, (40, 6, 3), "float64", seed=4)
+    fn = _Counting()
+    out = drop_path_residual(x, fn, 0.5, True, axis=axis, rng=11)
+    expected = x + drop_path(_triple(x), 0.5, True, axis=axis, rng=11)
+    _close(backend, out, expected)
+    # fn ran once, on exactly the kept samples along axis.
+    ref = backend.to_numpy(drop_path(backend.xp.ones_like(x), 0.5, True, axis=axis, rng=11))
+    kept = int(np.count_nonzero(np.moveaxis(ref, axis, 0).reshape(x.shape[axis], -1)[:, 0]))
+    assert len(fn.shapes) == 1
+    assert fn.shapes[0][axis % 3] == kept
+    assert 0 < kept < x.shape[axis]
+
+
+def test_residual_without_dropping_is_x_plus_fn_of_x(backend):
+    x = random_batch(backend, (8, 3), "float64")
+    for out in (drop_path_residual(x, _triple, 0.5), drop_path_residual(x, _triple, 0.0, True, rng=0)):
+        _close(backend, out, x + _triple(x))
+
+
+def test_residual_with_p_one_returns_x_without_calling_fn(backend):
+    x = random_batch(backend, (8, 3))
+    fn = _Counting()
+    assert drop_path_residual(x, fn, 1.0, True, rng=0) is x
+    assert fn.shapes == []
+
+
+@pytest.mark.parametrize("p", [0.25, 0.5, 0.9])
+def test_residual_fixed_size_keeps_exactly_k_samples_scaled_by_n_over_k(backend, p):
+    n = 40
+    k = max(1, round(n * (1 - p)))
+    x = random_batch(backend, (n, 3), "float64", seed=5)
+    fn = _Counting()
+    seen = np.zeros(n, dtype=int)
+    for seed in range(100):
+        out = backend.to_numpy(drop_path_residual(x, fn, p, True, rng=seed, fixed_size=True))
+        host = backend.to_numpy(x)
+        delta = (out - host) / (3.0 * host)  # 0 for dropped samples, n / k for kept ones
+        rows = delta[:, 0]
+        np.testing.assert_allclose(delta, np.repeat(rows[:, None], 3, axis=1), rtol=1e-12)
+        kept = ~np.isclose(rows, 0.0)
+        np.testing.assert_allclose(rows[kept], n / k, rtol=1e-12)
+        assert kept.sum() == k
+        seen += kept
+    assert fn.shapes == [(k, 3)] * 100
+    # Different subsets from different seeds: every sample is kept sometimes.
+    assert seen.min() > 0
+    assert seen.max() < 100
+
+
+def test_residual_fixed_size_is_reproducible_and_leaves_x_alone(backend):
+    x = random_batch(backend, (16, 4), seed=3)
+    before = backend.to_numpy(x).copy()
+    a = drop_path_residual(x, _triple, 0.5, True, rng=2, fixed_size=True)
+    b = drop_path_residual(x, _triple, 0.5, True, rng=2, fixed_size=True)
+    np.testing.assert_array_equal(backend.to_numpy(a), backend.to_numpy(b))
+    np.testing.assert_array_equal(backend.to_numpy(x), before)
+
+
+def test_residual_errors(backend):
+    x = random_batch(backend, (4, 3))
+    with pytest.raises(TypeError, match="fn must be callable"):
+        drop_path_residual(x, "mlp", 0.5, True)
+    with pytest.raises(TypeError, match="axis must be an int"):
+        drop_path_residual(x, _triple, 0.5, True, axis=(0,))
+    with pytest.raises(ValueError, match="axis 2 is out of range"):
+        drop_path_residual(x, _triple, 0.5, True, axis=2)
+    with pytest.raises(ValueError, match=r"fn must return an array of its input's shape"):
+        drop_path_residual(x, lambda a: a[:, :1], 0.5, True, rng=0)
+    with pytest.raises(ValueError, match="drop_prob must be in"):
+        drop_path_residual(x, _triple, -0.1, True)
+
+
+def test_residual_module_runs_branch_on_kept_samples_and_eval_adds_it(backend):
+    x = random_batch(backend, (32, 3), "float64")
+    fn = _Counting()
+    block = DropPathResidual(fn, 0.5, rng=4)
+    out = block(x)
+    assert fn.shapes[0][0] < 32
+    assert out.shape == x.shape
+    block.eval()
+    _close(backend, block(x), x + _triple(x))
+    assert "fixed_size=True" in repr(DropPathResidual(fn, 0.5, fixed_size=True))
+
+
+def test_module_add_matches_module_call(backend):
+    x = random_batch(backend, (32, 3), "float64", seed=1)
+    branch = random_batch(backend, (32, 3), "float64", seed=2)
+    _close(backend, DropPath(0.3, rng=9).add(x, branch), x + DropPath(0.3, rng=9)(branch))
+    _close(backend, DropPath(0.3, rng=9).eval().add(x, branch), x + branch)
+
+
+# --- 16-bit floats: the scale 1 / keep without rounding bias ---
+
+
+def _neighbours(keep: float, eps: float) -> tuple[float, float]:
+    scale = 1.0 / keep
+    spacing = eps * 2.0 ** (math.frexp(scale)[1] - 1)
+    lo = math.floor(scale / spacing) * spacing
+    return lo, lo + spacing
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("p", [0.1, 0.3])
+def test_16_bit_scale_is_unbiased(backend, dtype, p):
+    if dtype not in backend.float_dtypes:
+        pytest.skip(f"{backend.name} has no {dtype}")
+    n = 400_000
+    keep = 1.0 - p
+    ones = backend.xp.ones((n, 1), dtype=backend.dtype(dtype), device=device(random_batch(backend, (1,))))
+    out = backend.to_numpy(drop_path(ones, p, True, rng=0)).astype(np.float64)[:, 0]
+    kept = out != 0
+    eps = float(backend.xp.finfo(backend.dtype(dtype)).eps)
+    lo, hi = _neighbours(keep, eps)
+    # Only the two representable neighbours of 1 / keep occur ...
+    assert set(np.unique(out[kept])) == {lo, hi}
+    # ... mixed so that the mean scale is 1 / keep: relative bias within 2e-4 (timm's
+    # round-to-nearest scale is off by up to eps / 2, e.g. -1.6e-3 for bfloat16 at p = 0.1).
+    frac = (1.0 / keep - lo) / (hi - lo)
+    k = int(kept.sum())
+    n_hi = int((out == hi).sum())
+    assert abs(n_hi - k * frac) <= SIGMAS * math.sqrt(k * frac * (1 - frac))
+    assert abs(out[kept].mean() * keep - 1.0) <= 2e-4
+    assert abs(k - n * keep) <= SIGMAS * math.sqrt(n * keep * p)
+    # The same unbiased scale in the fused paths.
+    add = backend.to_numpy(drop_path_add(ones * 0, ones, p, True, rng=0)).astype(np.float64)[:, 0]
+    assert abs(add[add != 0].mean() * keep - 1.0) <= 2e-4
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_16_bit_fixed_size_residual_scale_is_unbiased(backend, dtype):
+    if dtype not in backend.float_dtypes:
+        pytest.skip(f"{backend.name} has no {dtype}")
+    n = 300
+    # x = 0 and fn = 1 make the output the scale itself, with no rounding of a sum.
+    zeros = backend.xp.zeros((n, 1), dtype=backend.dtype(dtype), device=device(random_batch(backend, (1,))))
+    k = round(n * 0.9)
+    scales = []
+    for seed in range(200):
+        out = drop_path_residual(zeros, lambda a: a + 1, 0.1, True, rng=seed, fixed_size=True)
+        host = backend.to_numpy(out).astype(np.float64)[:, 0]
+        scales.append(host[host != 0])
+    values = np.concatenate(scales)
+    assert values.size == 200 * k
+    assert abs(values.mean() * k / n - 1.0) <= 2e-4
