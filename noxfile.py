@@ -9,6 +9,10 @@ lint
     ruff check and ruff format --check.
 typecheck
     mypy --strict over ``anydrop/``.
+bench
+    ``python -m anydrop.bench``: anydrop, timm, the seed's two-pass version and
+    the one-pass memory limit side by side (minutes; not in the default run).
+    Its arguments go after ``--``: ``nox -s bench -- --quick``.
 
 Environment variables
 ---------------------
@@ -98,3 +102,12 @@ def typecheck(session: nox.Session) -> None:
     """mypy --strict over the package."""
     session.install("mypy", "-e", ".")
     session.run("mypy")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """The side-by-side benchmark; writes bench-results/results.{md,json,png}."""
+    session.install(TORCH, "numpy", "matplotlib")
+    session.install("--no-deps", TIMM)
+    session.install("-e", ".")
+    session.run("python", "-m", "anydrop.bench", *session.posargs)
