@@ -6,7 +6,8 @@ tests(numpy), tests(torch), tests(cupy), tests(array_api_strict)
     The same test files, with ``--backend`` set. Extra pytest arguments go
     after ``--``: ``nox -s "tests(torch)" -- --device cuda -x``.
 lint
-    ruff check, ruff format --check, and mypy --strict over ``anydrop/``.
+    ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
+    over ``tests/typing_public_api.py``, the public API's types as users see them.
 build
     Build the sdist and wheel, ``twine check`` them, install the wheel into a
     fresh virtual environment and run it from there, and check what the
@@ -101,6 +102,7 @@ def lint(session: nox.Session) -> None:
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
+    session.run("mypy", "tests/typing_public_api.py")
 
 
 @nox.session
