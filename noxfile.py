@@ -1,4 +1,4 @@
-"""Test matrix: ``nox`` runs the tests once per array library, then lint and the type check.
+"""Test matrix: ``nox`` runs the tests once per array library, then lint, the build and the lowest versions.
 
 Sessions
 --------
@@ -6,9 +6,15 @@ tests(numpy), tests(torch), tests(cupy), tests(array_api_strict)
     The same test files, with ``--backend`` set. Extra pytest arguments go
     after ``--``: ``nox -s "tests(torch)" -- --device cuda -x``.
 lint
-    ruff check and ruff format --check.
-typecheck
-    mypy --strict over ``anydrop/``.
+    ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
+    over ``tests/typing_public_api.py``, the public API's types as users see them.
+build
+    Build the sdist and wheel, ``twine check`` them, install the wheel into a
+    fresh virtual environment and run it from there, and check what the
+    distributions contain (``tests/test_dist.py``). They are left in ``dist/``.
+mindeps
+    The NumPy tests with anydrop's dependencies at the lowest versions
+    ``pyproject.toml`` allows.
 bench
     ``python -m anydrop.bench``: anydrop, timm, the seed's two-pass version and
     the one-pass memory limit side by side (minutes; not in the default run).
@@ -28,10 +34,12 @@ from __future__ import annotations
 
 import ctypes
 import os
+import shutil
+from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "build", "mindeps"]
 nox.options.error_on_external_run = True
 
 BACKENDS = ["numpy", "torch", "cupy", "array_api_strict"]
@@ -91,17 +99,71 @@ def tests(session: nox.Session, backend: str) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """ruff check and format check."""
-    session.install("ruff")
+    """ruff check and format check, and the strict type check."""
+    # numpy ships its own types, so the core is checked against them; torch and
+    # cupy are too large to install here and are typed as Any (see pyproject).
+    session.install("ruff", "mypy", "numpy", "-e", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("mypy")
+    session.run("mypy", "tests/typing_public_api.py")
 
 
 @nox.session
-def typecheck(session: nox.Session) -> None:
-    """mypy --strict over the package."""
-    session.install("mypy", "-e", ".")
-    session.run("mypy")
+def build(session: nox.Session) -> None:
+    """Build, check, install into a fresh environment and inspect the sdist and wheel."""
+    session.install("build", "twine>=6.1", "pytest>=8", "numpy")
+    dist = Path("dist")
+    shutil.rmtree(dist, ignore_errors=True)
+    # The wheel is built from the sdist, so a file missing from the sdist breaks it.
+    session.run("python", "-m", "build", "--outdir", str(dist))
+    (sdist,) = dist.glob("anydrop-*.tar.gz")
+    (wheel,) = dist.glob("anydrop-*.whl")
+    session.run("twine", "check", "--strict", str(sdist), str(wheel))
+
+    env_dir = Path(session.create_tmp()).resolve() / "fresh"
+    shutil.rmtree(env_dir, ignore_errors=True)
+    session.run("python", "-m", "venv", str(env_dir))
+    python = str(env_dir / ("Scripts/python.exe" if os.name == "nt" else "bin/python"))
+    session.run(python, "-m", "pip", "install", "--quiet", str(wheel.resolve()), external=True)
+    # -I and a directory outside the checkout: the installed copy is what runs.
+    with session.chdir(env_dir):
+        session.run(python, "-I", "-c", _IMPORT_CHECK, external=True)
+        session.run(python, "-m", "pip", "install", "--quiet", "numpy", external=True)
+        session.run(python, "-I", "-m", "anydrop", external=True)
+    session.run(
+        "pytest",
+        "tests/test_dist.py",
+        env={"ANYDROP_WHEEL": str(wheel.resolve()), "ANYDROP_SDIST": str(sdist.resolve())},
+    )
+
+
+_IMPORT_CHECK = """
+import sys, sysconfig
+from pathlib import Path
+import anydrop
+where = Path(anydrop.__file__).resolve()
+assert where.is_relative_to(Path(sysconfig.get_paths()["purelib"]).resolve()), where
+assert (where.parent / "py.typed").is_file()
+print("anydrop", anydrop.__version__, "imports from", where.parent)
+"""
+
+
+@nox.session
+def mindeps(session: nox.Session) -> None:
+    """The NumPy tests with anydrop's dependencies pinned to their lowest allowed versions."""
+    requirements = nox.project.load_toml("pyproject.toml")["project"]["dependencies"]
+    floors = [r.replace(">=", "==") for r in requirements]
+    if any("==" not in f for f in floors):
+        session.error(f"every dependency needs a >= floor to be tested here, got {requirements}")
+    session.install("-e", ".[test]", *floors)
+    session.run(
+        "python",
+        "-c",
+        "import array_api_compat as c, array_api_extra as e; "
+        "print('array-api-compat', c.__version__, '/ array-api-extra', e.__version__)",
+    )
+    session.run("pytest", "--backend=numpy", *session.posargs)
 
 
 @nox.session
