@@ -160,8 +160,7 @@ def mindeps(session: nox.Session) -> None:
     session.run(
         "python",
         "-c",
-        "import array_api_compat as c, array_api_extra as e; "
-        "print('array-api-compat', c.__version__, '/ array-api-extra', e.__version__)",
+        "import array_api_compat as c; print('array-api-compat', c.__version__)",
     )
     session.run("pytest", "--backend=numpy", *session.posargs)
 

@@ -72,7 +72,6 @@ def test_wheel_metadata(wheel, wheel_metadata):
     runtime = sorted(r for r in wheel_metadata.get_all("Requires-Dist") if "extra ==" not in r)
     assert [re.split(r"[<>=!~ ;\[]", r, maxsplit=1)[0] for r in runtime] == [
         "array-api-compat",
-        "array-api-extra",
     ]
     assert set(wheel_metadata.get_all("Provides-Extra")) >= REQUIRED_EXTRAS
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in wheel.namelist())
