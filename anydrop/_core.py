@@ -211,8 +211,10 @@ class TorchRNG(RNGAdapter):
         return torch.Generator(device=x.device).manual_seed(seed)
 
     def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, *, x: Any, xp: Any) -> Any:
-        # new_empty, as timm does: same device, one op.
-        return x.new_empty(shape, dtype=dtype).bernoulli_(keep, generator=gen)
+        # new_empty, as timm does: same device, one op. Keyword arguments cost a
+        # few tenths of a microsecond per call in torch's binding: pass only those needed.
+        mask = x.new_empty(shape) if dtype == x.dtype else x.new_empty(shape, dtype=dtype)
+        return mask.bernoulli_(keep) if gen is None else mask.bernoulli_(keep, generator=gen)
 
     def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
         import torch
@@ -582,9 +584,17 @@ def drop_path(
         adapter.check(rng, x)
         return x
     keep = 1.0 - p
-    mask = _scaled_mask(
-        x, keep, mask_shape, xp=xp, adapter=adapter, info=info, scale_by_keep=scale_by_keep, rng=rng
-    )
+    if info.eps and scale_by_keep:
+        mask = _scaled_mask(
+            x, keep, mask_shape, xp=xp, adapter=adapter, info=info, scale_by_keep=scale_by_keep, rng=rng
+        )
+    else:
+        # _scaled_mask's common case, inlined: a function call is a tenth of
+        # the whole cost of a call on a tiny tensor.
+        gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
+        mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x=x, xp=xp)
+        if scale_by_keep and keep > 0.0:
+            mask /= keep
     if keep == 0.0:
         # The mask above is all zeros, but drawing it advances the generator as
         # timm does. Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.
