@@ -453,15 +453,15 @@ def _prepare(
     xp, adapter, dtypes = _BY_TYPE.get(type(x)) or _register(x)
     # Fast paths first: a per-call cost of a few microseconds matters for tiny arrays.
     p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
-    dtype = x.dtype
-    info = dtypes.get(dtype) or _dtype_info(xp, dtypes, dtype)
-    shape = x.shape
+    info = dtypes.get(x.dtype) or _dtype_info(xp, dtypes, x.dtype)
+    return xp, adapter, info, p, _mask_shape(x.shape, axis)
+
+
+def _mask_shape(shape: tuple[int, ...], axis: object) -> tuple[int, ...]:
     if type(axis) is int and axis == 0 and shape:
-        mask_shape = (shape[0], *_ONES[len(shape) - 1])
-    else:
-        axes = normalize_axis(axis, len(shape))
-        mask_shape = tuple(n if i in axes else 1 for i, n in enumerate(shape))
-    return xp, adapter, info, p, mask_shape
+        return (shape[0], *_ONES[len(shape) - 1])
+    axes = normalize_axis(axis, len(shape))
+    return tuple(n if i in axes else 1 for i, n in enumerate(shape))
 
 
 def _dither(keep: float, info: _DtypeInfo) -> tuple[float, float, float] | None:
@@ -579,7 +579,16 @@ def drop_path(
            [2., 2., 2.],
            [2., 2., 2.]])
     """
-    xp, adapter, info, p, mask_shape = _prepare(x, drop_prob, axis)
+    # _prepare, inlined with its fast paths: on a tiny tensor each Python call
+    # costs a few percent of the whole, and timm's drop_path has none.
+    xp, adapter, dtypes = _BY_TYPE.get(type(x)) or _register(x)
+    p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
+    info = dtypes.get(x.dtype) or _dtype_info(xp, dtypes, x.dtype)  # type: ignore[attr-defined]
+    shape = x.shape  # type: ignore[attr-defined]
+    if type(axis) is int and axis == 0 and shape:
+        mask_shape = (shape[0], *_ONES[len(shape) - 1])
+    else:
+        mask_shape = _mask_shape(shape, axis)
     if not training or p == 0.0:
         adapter.check(rng, x)
         return x
