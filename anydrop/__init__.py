@@ -5,10 +5,10 @@ on NumPy, PyTorch, CuPy and array-api-strict arrays. Importing anydrop imports
 no array framework; ``anydrop.torch`` holds the ``torch.nn.Module`` wrapper.
 """
 
-from ._core import drop_path
+from ._core import PortableRNG, drop_path
 from ._modules import DropPath
 from ._schedule import drop_path_rates
 
 __version__ = "0.1.0"
 
-__all__ = ["DropPath", "__version__", "drop_path", "drop_path_rates"]
+__all__ = ["DropPath", "PortableRNG", "__version__", "drop_path", "drop_path_rates"]

@@ -21,7 +21,13 @@ def test_import_anydrop_loads_no_array_framework():
 
 
 def test_public_names():
-    assert sorted(anydrop.__all__) == ["DropPath", "__version__", "drop_path", "drop_path_rates"]
+    assert sorted(anydrop.__all__) == [
+        "DropPath",
+        "PortableRNG",
+        "__version__",
+        "drop_path",
+        "drop_path_rates",
+    ]
     assert isinstance(anydrop.__version__, str)
     assert anydrop.__version__.count(".") == 2
 
