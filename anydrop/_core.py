@@ -534,6 +534,11 @@ def _splitmix64_numpy(np: Any, state: int, start: int, n: int) -> Any:
     return z
 
 
+def _stream_value(seed: int, k: int) -> int:
+    """Value ``k`` of the stream of ``PortableRNG(seed)``, as a 64-bit int (per-step seeds)."""
+    return _mix64((_mix64(seed) + (k + 1) * _GOLDEN_GAMMA) & _MASK64)
+
+
 def _host_numpy() -> Any:
     """NumPy if it can be imported, else None: PortableRNG then computes in pure Python."""
     try:
