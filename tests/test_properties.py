@@ -7,11 +7,12 @@ any order, the empty tuple), ``drop_prob`` anywhere in [0, 1] with both ends
 and as a Python int, float or NumPy scalar, ``scale_by_keep`` both ways, and
 every kind of ``rng`` (None, a seed, the backend's generator, a PortableRNG).
 
-Properties (10): the output's shape, dtype, namespace and device are x's
+Properties (11): the output's shape, dtype, namespace and device are x's
 (4); each slice along the drop axes is all zero or exactly ``x * scale`` (5);
 x itself is returned when not training (6) and at ``drop_prob == 0`` (7);
 finite input gives finite output (8); x is never modified (9);
-``drop_prob == 1`` gives exact ``+0.0`` even for inf and NaN input (10).
+``drop_prob == 1`` gives exact ``+0.0`` even for inf and NaN input (10); in
+torch, the gradient is the mask over keep (11). 150 examples per test.
 
 The runs are derandomised with a fixed number of examples, so CI sees the same
 examples every time.
