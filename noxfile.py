@@ -4,7 +4,9 @@ Sessions
 --------
 tests(numpy), tests(torch), tests(cupy), tests(array_api_strict)
     The same test files, with ``--backend`` set. Extra pytest arguments go
-    after ``--``: ``nox -s "tests(torch)" -- --device cuda -x``.
+    after ``--``: ``nox -s "tests(torch)" -- --device cuda -x``. The numpy
+    session also installs JAX, whose arrays are checked with PortableRNG
+    there; the torch session also runs a two-process torch.distributed test.
 lint
     ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
     over ``tests/typing_public_api.py``, the public API's types as users see them.
@@ -28,6 +30,9 @@ ANYDROP_TORCH_REQUIREMENT
 ANYDROP_CUPY_REQUIREMENT
     What the cupy session installs (default: the cupy wheel matching the
     CUDA driver found).
+ANYDROP_JAX_REQUIREMENT
+    What the numpy session installs for the JAX checks (default ``jax[cpu]``;
+    set it to an empty string to skip them).
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ TORCH = os.environ.get("ANYDROP_TORCH_REQUIREMENT", "torch==2.13.0")
 # --no-deps: timm's own dependencies (torchvision among them) are not needed to
 # load that one file, and a torchvision wheel would pull in another torch.
 TIMM = "timm==1.0.31"
+JAX = os.environ.get("ANYDROP_JAX_REQUIREMENT", "jax[cpu]")
 
 
 def _cuda_driver_version() -> int | None:
@@ -91,6 +97,9 @@ def tests(session: nox.Session, backend: str) -> None:
         session.install("--no-deps", TIMM)
         # Doctests need numpy and torch together: run the package's and the README's here.
         extra = ["--doctest-modules", "--doctest-glob=README.md", "anydrop", "tests", "README.md"]
+    elif backend == "numpy" and JAX:
+        # PortableRNG is the one way drop_path accepts JAX arrays; no JAX test backend exists.
+        session.install(JAX)
     elif backend == "array_api_strict":
         session.install("array-api-strict")
     session.install("-e", ".[test]")

@@ -5,7 +5,7 @@ on NumPy, PyTorch, CuPy and array-api-strict arrays. Importing anydrop imports
 no array framework; ``anydrop.torch`` holds the ``torch.nn.Module`` wrapper.
 """
 
-from ._core import drop_path, drop_path_add, drop_path_residual
+from ._core import PortableRNG, drop_path, drop_path_add, drop_path_residual
 from ._modules import DropPath, DropPathResidual
 from ._schedule import drop_path_rates
 
@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 __all__ = [
     "DropPath",
     "DropPathResidual",
+    "PortableRNG",
     "__version__",
     "drop_path",
     "drop_path_add",

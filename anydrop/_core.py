@@ -22,6 +22,7 @@ import math
 import numbers
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
@@ -37,6 +38,7 @@ from ._compat import (
 )
 
 __all__ = [
+    "PortableRNG",
     "RNGAdapter",
     "adapter_for",
     "check_axis_type",
@@ -122,6 +124,8 @@ class RNGAdapter:
 
         With ``create=False`` only validate it: nothing is made (the eval path).
         """
+        if isinstance(rng, PortableRNG):  # PortableRNG hook: it draws on the host for every backend
+            return rng
         if rng is None:
             return self.default(x) if create else None
         if _is_seed(rng):
@@ -132,8 +136,8 @@ class RNGAdapter:
             return rng
         library = type(x).__module__.partition(".")[0]
         raise TypeError(
-            f"rng must be None, a non-negative int seed or a {self.generator_names} "
-            f"for {library} arrays, got an object of type {_type_name(rng)}"
+            f"rng must be None, a non-negative int seed, an anydrop.PortableRNG or a "
+            f"{self.generator_names} for {library} arrays, got an object of type {_type_name(rng)}"
         )
 
     def check(self, rng: object, x: Any) -> None:
@@ -284,11 +288,38 @@ class _Unsupported(RNGAdapter):
         )
 
 
+class JaxRNG(_Unsupported):
+    """JAX: only :class:`PortableRNG`, and only outside traced functions (PortableRNG hook).
+
+    A mask drawn on the host is right for an eager call, but inside ``jax.jit``,
+    ``grad`` or ``vmap`` it would become a constant of the trace: every call of
+    the compiled function would reuse it. Functional JAX keys need an adapter of their own.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("JAX")
+
+    def resolve(self, rng: object, x: Any, *, create: bool = True) -> Any:
+        if not isinstance(rng, PortableRNG):
+            got = "rng=None" if rng is None else f"an rng of type {_type_name(rng)}"
+            raise TypeError(
+                f"drop_path supports JAX arrays only with rng=anydrop.PortableRNG(seed) for now, got {got}"
+            )
+        core = sys.modules.get("jax.core")
+        tracer = getattr(core, "Tracer", None)
+        if tracer is not None and isinstance(x, tracer):
+            raise TypeError(
+                "drop_path with a PortableRNG needs a concrete JAX array, got a tracer (inside jax.jit, "
+                "grad or vmap): the host-drawn mask would be baked into the trace"
+            )
+        return rng
+
+
 _GENERIC = RNGAdapter()
 _NUMPY = NumPyRNG()
 _TORCH = TorchRNG()
 _CUPY = CuPyRNG()
-_JAX = _Unsupported("JAX")
+_JAX = JaxRNG()
 _DASK = _Unsupported("Dask")
 #: Per array type: its namespace, its adapter and a per-dtype cache. Both depend
 #: on the type alone, and looking them up once per type keeps the per-call
@@ -340,10 +371,12 @@ def check_rng_type(rng: object) -> None:
     if _is_seed(rng):
         _seed(rng)
         return
+    if isinstance(rng, PortableRNG):  # PortableRNG hook
+        return
     if any(a.is_generator(rng) for a in (_GENERIC, _TORCH, _CUPY)):
         return
     raise TypeError(
-        "rng must be None, a non-negative int seed, or a numpy.random.Generator, "
+        "rng must be None, a non-negative int seed, an anydrop.PortableRNG, or a numpy.random.Generator, "
         f"torch.Generator or cupy.random.Generator, got an object of type {_type_name(rng)}"
     )
 
@@ -496,6 +529,14 @@ def _scaled_mask(
     rng: Any,
 ) -> Any:
     """The mask of ``mask_shape``: 0 for dropped samples, the scale (or 1) for kept ones."""
+    if info.eps and scale_by_keep and keep > 0.0 and 1.0 / keep > info.max:
+        # 16-bit floats only (float32 overflows for no keep a float64 p can give):
+        # an inf scale would turn zeros into NaN.
+        raise ValueError(
+            f"drop_prob={1.0 - keep:.6g} is too close to 1 for {x.dtype}: the scale 1/keep = "
+            f"{1.0 / keep:.6g} overflows {x.dtype} (max {info.max:g}); pass scale_by_keep=False "
+            "or use a wider dtype"
+        )
     gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
     dither = _dither(keep, info) if info.eps and scale_by_keep and keep > 0.0 else None
     if dither is not None:
@@ -503,12 +544,18 @@ def _scaled_mask(
         # One uniform u per sample: kept when u < keep; given that, u / keep is
         # uniform on [0, 1), so u < keep * frac picks the upper scale with
         # probability frac. Both values are exact in the dtype.
-        u = adapter.uniform(gen, mask_shape, x=x, xp=xp)
-        mask = xp.astype(u < keep, info.mask) * lo
-        return mask + xp.astype(u < threshold, info.mask) * spacing
+        if isinstance(gen, PortableRNG):  # PortableRNG hook
+            kept, upper = _portable_masks(gen, mask_shape, (keep, threshold), info.mask, x=x, xp=xp)
+        else:
+            u = adapter.uniform(gen, mask_shape, x=x, xp=xp)
+            kept, upper = xp.astype(u < keep, info.mask), xp.astype(u < threshold, info.mask)
+        return kept * lo + upper * spacing
     # The same draw and division as timm, so torch.manual_seed reproduces its
     # masks bit for bit wherever the scale is exact or the dtype is 32/64-bit.
-    mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x=x, xp=xp)
+    if isinstance(gen, PortableRNG):  # PortableRNG hook
+        (mask,) = _portable_masks(gen, mask_shape, (keep,), info.mask, x=x, xp=xp)
+    else:
+        mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x=x, xp=xp)
     if scale_by_keep and keep > 0.0:
         # In place on our own small mask: scale it, not the big array.
         mask /= keep
@@ -601,14 +648,16 @@ def drop_path(
         # _scaled_mask's common case, inlined: a function call is a tenth of
         # the whole cost of a call on a tiny tensor.
         gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
-        mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x=x, xp=xp)
+        if rng is not None and isinstance(gen, PortableRNG):  # PortableRNG hook
+            (mask,) = _portable_masks(gen, mask_shape, (keep,), info.mask, x=x, xp=xp)
+        else:
+            mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x=x, xp=xp)
         if scale_by_keep and keep > 0.0:
             mask /= keep
     if keep == 0.0:
         # The mask above is all zeros, but drawing it advances the generator as
         # timm does. Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.
-        out = xp.where(mask > 0, x, 0)
-        return xp.asarray(out) if not mask_shape else out  # type: ignore[no-any-return]
+        return xp.where(mask > 0, x, 0)  # type: ignore[no-any-return]
     return adapter.multiply(x, mask)  # type: ignore[no-any-return]
 
 
@@ -781,7 +830,7 @@ def drop_path_residual(
         gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
         # A uniformly random k-subset, from sorting uniforms: argsort is in the
         # standard and has static shapes, unlike a Bernoulli mask.
-        order = xp.argsort(adapter.uniform(gen, (n,), x=x, xp=xp))
+        order = xp.argsort(_uniform(adapter, gen, (n,), x=x, xp=xp))
         idx = order[:k]
         # Sample order[j] is the j-th kept one; argsort(order) inverts the permutation.
         rank = xp.argsort(order)
@@ -824,6 +873,15 @@ def drop_path_residual(
     return x + xp.take(padded, position, axis=ax)  # type: ignore[no-any-return]
 
 
+def _uniform(adapter: RNGAdapter, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
+    """Uniform [0, 1) floats from the backend's generator or from a PortableRNG."""
+    if isinstance(gen, PortableRNG):  # PortableRNG hook
+        ints, np = gen._uniform_ints(math.prod(shape))
+        host = [k * 2.0**-_UNIFORM_BITS for k in (ints.tolist() if np is not None else ints)]
+        return xp.reshape(xp.asarray(host, device=device(x)), shape)
+    return adapter.uniform(gen, shape, x=x, xp=xp)
+
+
 def _fixed_scales(
     x: Any, scale: float, k: int, *, xp: Any, adapter: RNGAdapter, info: _DtypeInfo, gen: Any
 ) -> Any:
@@ -832,7 +890,191 @@ def _fixed_scales(
     if dither is None:
         return scale
     lo, spacing, threshold = dither
-    u = adapter.uniform(gen, (k,), x=x, xp=xp)
+    u = _uniform(adapter, gen, (k,), x=x, xp=xp)
     # All k samples are kept: the upper value is taken with probability frac.
     upper = xp.astype(u < threshold * scale, info.mask)
     return upper * spacing + lo
+
+
+# --- PortableRNG: masks that are bit-identical on every array library ---
+#
+# Apart from the adapters on purpose: it draws the same way for every backend,
+# on the host, and meets the rest of this module only in the hooks marked
+# "PortableRNG hook" (RNGAdapter.resolve, JaxRNG, check_rng_type and the mask
+# draw in drop_path).
+
+_MASK64 = 2**64 - 1
+_GOLDEN_GAMMA = 0x9E3779B97F4A7C15
+_MIX_1 = 0xBF58476D1CE4E5B9
+_MIX_2 = 0x94D049BB133111EB
+#: A uniform is the top 53 bits of a 64-bit value: exactly the doubles k * 2**-53 in [0, 1).
+_UNIFORM_BITS = 53
+
+
+def _mix64(z: int) -> int:
+    """SplitMix64's output function: a bijection of 64-bit ints; an input bit flips about half the output."""
+    z = ((z ^ (z >> 30)) * _MIX_1) & _MASK64
+    z = ((z ^ (z >> 27)) * _MIX_2) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _splitmix64_python(state: int, start: int, n: int) -> list[int]:
+    """Values ``start .. start + n - 1`` of the SplitMix64 stream from ``state``, in pure Python.
+
+    Value k is ``mix64(state + (k + 1) * gamma mod 2**64)``: any stretch of the
+    stream can be computed without the ones before it.
+    """
+    first = state + (start + 1) * _GOLDEN_GAMMA
+    return [_mix64((first + i * _GOLDEN_GAMMA) & _MASK64) for i in range(n)]
+
+
+def _splitmix64_numpy(np: Any, state: int, start: int, n: int) -> Any:
+    """The same values as :func:`_splitmix64_python`, as a NumPy uint64 array."""
+    u64 = np.uint64
+    # uint64 array arithmetic wraps modulo 2**64, which is the definition.
+    z = np.arange(n, dtype=u64)
+    z *= u64(_GOLDEN_GAMMA)
+    z += u64((state + (start + 1) * _GOLDEN_GAMMA) & _MASK64)
+    z ^= z >> u64(30)
+    z *= u64(_MIX_1)
+    z ^= z >> u64(27)
+    z *= u64(_MIX_2)
+    z ^= z >> u64(31)
+    return z
+
+
+def _stream_value(seed: int, k: int) -> int:
+    """Value ``k`` of the stream of ``PortableRNG(seed)``, as a 64-bit int (per-step seeds)."""
+    return _mix64((_mix64(seed) + (k + 1) * _GOLDEN_GAMMA) & _MASK64)
+
+
+def _host_numpy() -> Any:
+    """NumPy if it can be imported, else None: PortableRNG then computes in pure Python."""
+    try:
+        import numpy
+    except ImportError:
+        return None
+    return numpy
+
+
+class PortableRNG:
+    """A seeded mask source that gives bit-identical masks on every array library.
+
+    Pass it as ``rng`` to :func:`~anydrop.drop_path` or a ``DropPath`` layer.
+    The same seed and the same sequence of calls give the same masks on NumPy,
+    PyTorch (any device), CuPy, JAX and array-api-strict, so a model ported
+    from one framework to another can be checked output for output. Like a
+    generator, it advances: successive calls draw fresh masks.
+
+    The mask is drawn on the host and moved to x's device: a draw of one 64-bit
+    value per sample (microseconds for a batch) and a transfer of the small
+    mask. On a GPU that transfer waits for the host, so the backend's own
+    generator is faster in training; PortableRNG is for checking.
+
+    The stream is SplitMix64 started from ``mix64(seed)``: value k is
+    ``mix64(mix64(seed) + (k + 1) * 0x9E3779B97F4A7C15 mod 2**64)``. A draw of
+    n samples (in C order over the mask's shape) takes the next n values and
+    keeps sample i when ``(v_i >> 11) * 2**-53 < 1 - drop_prob``, compared
+    exactly on the host, so no backend's float rounding enters. NumPy computes
+    it when installed; otherwise the same numbers come from pure Python, slower
+    but fine for masks of thousands of samples.
+
+    Parameters
+    ----------
+    seed
+        An int in [0, 2**64).
+    position
+        How many values of the stream are already used (default 0): pass a
+        saved :attr:`position` to resume a stream, e.g. from a checkpoint.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anydrop import PortableRNG, drop_path
+    >>> rng = PortableRNG(7)
+    >>> drop_path(np.ones((6, 1)), 0.5, training=True, rng=rng).ravel()
+    array([0., 2., 0., 0., 0., 2.])
+    >>> rng  # one value used per sample
+    PortableRNG(seed=7, position=6)
+    >>> import torch
+    >>> drop_path(torch.ones(6, 1), 0.5, training=True, rng=PortableRNG(7)).ravel()
+    tensor([0., 2., 0., 0., 0., 2.])
+    """
+
+    def __init__(self, seed: int, *, position: int = 0) -> None:
+        self._seed = _checked_count(seed, "seed", _MAX_SEED)
+        self._position = _checked_count(position, "position", None)
+        self._state = _mix64(self._seed)
+        # Drawing reserves a stretch of the stream under this lock, so threads
+        # sharing one PortableRNG never reuse values.
+        self._lock = threading.Lock()
+
+    @property
+    def seed(self) -> int:
+        """The seed the stream was started from."""
+        return self._seed
+
+    @property
+    def position(self) -> int:
+        """How many values of the stream have been used: one per sample drawn."""
+        return self._position
+
+    def _reserve(self, n: int) -> int:
+        with self._lock:
+            start = self._position
+            self._position = start + n
+        return start
+
+    def _uniform_ints(self, n: int) -> tuple[Any, Any]:
+        """The next ``n`` 53-bit uniforms as ints ``k`` (u = k * 2**-53), and the NumPy used or None."""
+        start = self._reserve(n)
+        np = _host_numpy()
+        if np is None:
+            return [v >> (64 - _UNIFORM_BITS) for v in _splitmix64_python(self._state, start, n)], None
+        return _splitmix64_numpy(np, self._state, start, n) >> np.uint64(64 - _UNIFORM_BITS), np
+
+    def __repr__(self) -> str:
+        return f"PortableRNG(seed={self._seed}, position={self._position})"
+
+    def __getstate__(self) -> dict[str, int]:
+        return {"seed": self._seed, "position": self._position}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        # The lock cannot be pickled: a copy gets its own.
+        self._seed = _checked_count(state["seed"], "seed", _MAX_SEED)
+        self._position = _checked_count(state["position"], "position", None)
+        self._state = _mix64(self._seed)
+        self._lock = threading.Lock()
+
+
+def _checked_count(value: object, name: str, limit: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a non-negative int, got {value!r} of type {type(value).__name__}")
+    n = int(value)
+    if n < 0 or (limit is not None and n >= limit):
+        bound = "[0, 2**64)" if limit == _MAX_SEED else "non-negative"
+        raise ValueError(f"{name} must be an int in {bound}, got {n}")
+    return n
+
+
+def _portable_masks(
+    rng: PortableRNG, shape: tuple[int, ...], probs: tuple[float, ...], dtype: Any, *, x: Any, xp: Any
+) -> list[Any]:
+    """0/1 arrays of ``dtype`` and ``shape`` on x's device: ``u < p`` for each p in ``probs``.
+
+    One uniform u per element, drawn by ``rng`` on the host; the comparisons
+    are exact integer ones there, so every backend gets the same bits. Several
+    ``probs`` share the draw (a kept mask and a nested one, say).
+    """
+    n = math.prod(shape)
+    ints, np = rng._uniform_ints(n)
+    # u < p  <=>  k < p * 2**53  <=>  k < ceil(p * 2**53), exactly, for integer k.
+    thresholds = [math.ceil(p * 2.0**_UNIFORM_BITS) for p in probs]
+    dev = device(x)
+    if np is not None:
+        host = [(ints < np.uint64(t)).reshape(shape) for t in thresholds]
+        return [xp.astype(xp.asarray(h, device=dev), dtype) for h in host]
+    return [
+        xp.astype(xp.reshape(xp.asarray([k < t for k in ints], dtype=xp.bool, device=dev), shape), dtype)
+        for t in thresholds
+    ]

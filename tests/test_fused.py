@@ -237,3 +237,17 @@ def test_16_bit_fixed_size_residual_scale_is_unbiased(backend, dtype):
     values = np.concatenate(scales)
     assert values.size == 200 * k
     assert abs(values.mean() * k / n - 1.0) <= 2e-4
+
+
+@pytest.mark.parametrize("fixed_size", [False, True])
+def test_portable_rng_gives_the_same_residual_on_every_backend(backend, fixed_size):
+    from anydrop import PortableRNG
+
+    host = np.random.default_rng(0).uniform(1.0, 2.0, size=(24, 3))
+    x = backend.asarray(host, "float64")
+    out = drop_path_residual(x, _triple, 0.5, True, rng=PortableRNG(3), fixed_size=fixed_size)
+    reference = drop_path_residual(host, _triple, 0.5, True, rng=PortableRNG(3), fixed_size=fixed_size)
+    np.testing.assert_array_equal(backend.to_numpy(out), reference)
+    add = drop_path_add(x, x, 0.5, True, rng=PortableRNG(4))
+    reference = drop_path_add(host, host, 0.5, True, rng=PortableRNG(4))
+    np.testing.assert_array_equal(backend.to_numpy(add), reference)

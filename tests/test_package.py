@@ -24,6 +24,7 @@ def test_public_names():
     assert sorted(anydrop.__all__) == [
         "DropPath",
         "DropPathResidual",
+        "PortableRNG",
         "__version__",
         "drop_path",
         "drop_path_add",

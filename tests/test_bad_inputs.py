@@ -1,0 +1,286 @@
+"""The bad-input catalogue: every wrong call, its exception type, a message fragment, and x unchanged.
+
+Each entry of ``CATALOGUE`` is one bad call. It runs on x in every form the
+backend has (an ordinary array, a read-only one, a non-contiguous view), in
+training and in eval mode where the error does not depend on the mode, and
+must raise the stated exception with the fragment (which names the argument
+and, where there is one, the value) in its message, leaving x's bytes and
+flags as they were.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+
+from anydrop import DropPath, PortableRNG, drop_path
+from tests.helpers import random_batch
+
+
+@dataclass(frozen=True)
+class Bad:
+    name: str
+    #: (x, backend, training) -> the bad call's result (it must raise)
+    call: Callable[[Any, Any, bool], Any]
+    error: type[Exception]
+    fragment: str
+    backends: tuple[str, ...] | None = None
+    #: False where only training reaches the check (nothing else is).
+    eval_too: bool = True
+
+
+def _dp(**kwargs: Any) -> Callable[[Any, Any, bool], Any]:
+    """A drop_path call on x with these arguments changed (drop_prob 0.5 otherwise)."""
+    p = kwargs.pop("p", 0.5)
+    return lambda x, backend, training: drop_path(x, p, training, **kwargs)
+
+
+def _on(value: Any) -> Callable[[Any, Any, bool], Any]:
+    """A drop_path call on ``value`` instead of x."""
+    return lambda x, backend, training: drop_path(value, 0.5, training)
+
+
+def _other_library_generator(x: Any, backend: Any, training: bool) -> Any:
+    if backend.name == "torch":
+        other: Any = np.random.default_rng(0)
+    else:
+        import torch
+
+        other = torch.Generator()
+    return drop_path(x, 0.5, training, rng=other)
+
+
+def _meta_input_cpu_generator(x: Any, backend: Any, training: bool) -> Any:
+    import torch
+
+    # Without a GPU the meta device is the other device at hand: the check is the same.
+    return drop_path(torch.empty(4, 2, device="meta"), 0.5, training, rng=torch.Generator())
+
+
+def _int_array(x: Any, backend: Any, training: bool) -> Any:
+    return drop_path(backend.asarray(np.ones((4, 2), dtype=np.int64), "int32"), 0.5, training)
+
+
+def _bool_array(x: Any, backend: Any, training: bool) -> Any:
+    return drop_path(backend.asarray(np.ones((4, 2), dtype=bool), "bool"), 0.5, training)
+
+
+def _float8(x: Any, backend: Any, training: bool) -> Any:
+    import torch
+
+    return drop_path(torch.ones(4, 2).to(torch.float8_e4m3fn), 0.5, training)
+
+
+def _array_p(values: Any, dtype: str) -> Callable[[Any, Any, bool], Any]:
+    return lambda x, backend, training: drop_path(x, backend.asarray(np.asarray(values), dtype), training)
+
+
+def _zero_d_with_axis(x: Any, backend: Any, training: bool) -> Any:
+    return drop_path(backend.asarray(np.float32(1.0)), 0.5, training, axis=0)
+
+
+def _sync(*args: Any, **kwargs: Any) -> Callable[[Any, Any, bool], Any]:
+    def call(x: Any, backend: Any, training: bool) -> Any:
+        from anydrop.torch import synchronized_rng
+
+        return synchronized_rng(*args, **kwargs)
+
+    return call
+
+
+def _sync_on_cpu_generator(device: str) -> Any:
+    import torch
+
+    from anydrop.torch import synchronized_rng
+
+    return synchronized_rng(0, 0, device=device, generator=torch.Generator())
+
+
+def _just(make: Callable[[], Any]) -> Callable[[Any, Any, bool], Any]:
+    return lambda x, backend, training: make()
+
+
+CATALOGUE = [
+    # x: not an array, or not a floating-point one
+    Bad("x list", _on([1.0, 2.0]), TypeError, "x must be an array of a supported array library"),
+    Bad("x tuple", _on((1.0, 2.0)), TypeError, "got an object of type tuple"),
+    Bad("x str", _on("abc"), TypeError, "got an object of type str"),
+    Bad("x float", _on(1.5), TypeError, "got an object of type float"),
+    Bad("x None", _on(None), TypeError, "got an object of type NoneType"),
+    Bad("x int array", _int_array, TypeError, "x must have a floating-point dtype, got"),
+    Bad("x bool array", _bool_array, TypeError, "x must have a floating-point dtype, got"),
+    Bad("x float8", _float8, TypeError, "16 bits or more", backends=("torch",)),
+    # drop_prob: values
+    Bad("p negative", _dp(p=-0.1), ValueError, "drop_prob must be in [0, 1], got -0.1"),
+    Bad("p above one", _dp(p=1.0000001), ValueError, "drop_prob must be in [0, 1], got 1.0000001"),
+    Bad("p two", _dp(p=2), ValueError, "drop_prob must be in [0, 1], got 2"),
+    Bad("p nan", _dp(p=math.nan), ValueError, "drop_prob must be in [0, 1], got nan"),
+    Bad("p inf", _dp(p=math.inf), ValueError, "drop_prob must be in [0, 1], got inf"),
+    Bad("p -inf", _dp(p=-math.inf), ValueError, "drop_prob must be in [0, 1], got -inf"),
+    Bad("p 0-d array 2", _array_p(2.0, "float32"), ValueError, "drop_prob must be in [0, 1]"),
+    # drop_prob: types
+    Bad("p str", _dp(p="0.5"), TypeError, "drop_prob must be a real number in [0, 1], got '0.5' of type str"),
+    Bad("p None", _dp(p=None), TypeError, "drop_prob must be a real number in [0, 1], got None"),
+    Bad("p bool", _dp(p=True), TypeError, "got True of type bool"),
+    Bad("p complex", _dp(p=0.5j), TypeError, "got 0.5j of type complex"),
+    Bad("p list", _dp(p=[0.5]), TypeError, "got [0.5] of type list"),
+    Bad("p 1-d array", _array_p([0.5], "float32"), TypeError, "drop_prob must be a real number"),
+    Bad("p bool array", _array_p(True, "bool"), TypeError, "drop_prob must be a real number"),
+    # axis: values
+    Bad("axis 2 of 2-d", _dp(axis=2), ValueError, "axis 2 is out of range for x with 2 dimension(s)"),
+    Bad("axis -3 of 2-d", _dp(axis=-3), ValueError, "axis -3 is out of range for x with 2 dimension(s)"),
+    Bad("axis (0, 5)", _dp(axis=(0, 5)), ValueError, "axis 5 is out of range"),
+    Bad("axis repeated", _dp(axis=(0, 0)), ValueError, "axis must not repeat an axis, got (0, 0)"),
+    Bad("axis repeated negative", _dp(axis=(1, -1)), ValueError, "axis must not repeat an axis, got (1, -1)"),
+    Bad("axis of 0-d", _zero_d_with_axis, ValueError, "axis 0 is out of range for x with 0 dimension(s)"),
+    # axis: types
+    Bad("axis float", _dp(axis=0.0), TypeError, "axis must be an int or a tuple of ints, got 0.0"),
+    Bad("axis str", _dp(axis="0"), TypeError, "axis must be an int or a tuple of ints, got '0'"),
+    Bad("axis list", _dp(axis=[0]), TypeError, "axis must be an int or a tuple of ints, got [0]"),
+    Bad("axis None", _dp(axis=None), TypeError, "axis must be an int or a tuple of ints, got None"),
+    Bad("axis bool", _dp(axis=True), TypeError, "axis must be an int or a tuple of ints, got True"),
+    Bad("axis tuple with float", _dp(axis=(0, 1.0)), TypeError, "got (0, 1.0)"),
+    # rng
+    Bad("rng str", _dp(rng="seed"), TypeError, "rng must be None, a non-negative int seed"),
+    Bad("rng float", _dp(rng=1.5), TypeError, "got an object of type builtins.float"),
+    Bad("rng bool", _dp(rng=True), TypeError, "got an object of type builtins.bool"),
+    Bad("rng list", _dp(rng=[0]), TypeError, "got an object of type builtins.list"),
+    Bad("rng RandomState", _dp(rng=np.random.RandomState(0)), TypeError, "numpy.random.mtrand.RandomState"),
+    Bad(
+        "rng negative seed",
+        _dp(rng=-1),
+        ValueError,
+        "rng must be a seed in [0, 2**64) when it is an int, got -1",
+    ),
+    Bad("rng seed 2**64", _dp(rng=2**64), ValueError, f"got {2**64}"),
+    Bad("rng of another library", _other_library_generator, TypeError, "arrays, got an object of type"),
+    Bad(
+        "rng on another device",
+        _meta_input_cpu_generator,
+        ValueError,
+        "rng is a torch.Generator on device cpu, but x is on device meta",
+        backends=("torch",),
+    ),
+    # PortableRNG
+    Bad(
+        "PortableRNG negative",
+        _just(lambda: PortableRNG(-1)),
+        ValueError,
+        "seed must be an int in [0, 2**64), got -1",
+    ),
+    Bad(
+        "PortableRNG 2**64",
+        _just(lambda: PortableRNG(2**64)),
+        ValueError,
+        "seed must be an int in [0, 2**64)",
+    ),
+    Bad(
+        "PortableRNG str",
+        _just(lambda: PortableRNG("0")),
+        TypeError,
+        "seed must be a non-negative int, got '0'",
+    ),
+    Bad("PortableRNG float", _just(lambda: PortableRNG(1.0)), TypeError, "got 1.0 of type float"),
+    Bad("PortableRNG bool", _just(lambda: PortableRNG(True)), TypeError, "got True of type bool"),
+    Bad(
+        "PortableRNG position",
+        _just(lambda: PortableRNG(0, position=-5)),
+        ValueError,
+        "position must be an int in non-negative, got -5",
+    ),
+    # DropPath layers check at construction
+    Bad("DropPath p", _just(lambda: DropPath(1.5)), ValueError, "drop_prob must be in [0, 1], got 1.5"),
+    Bad("DropPath axis", _just(lambda: DropPath(0.1, axis=[0])), TypeError, "axis must be an int or a tuple"),
+    Bad(
+        "DropPath rng", _just(lambda: DropPath(0.1, rng="x")), TypeError, "got an object of type builtins.str"
+    ),
+    # synchronized_rng
+    Bad("sync seed negative", _sync(-1), ValueError, "seed must be an int in [0, 2**64), got -1", ("torch",)),
+    Bad(
+        "sync step negative",
+        _sync(0, -2),
+        ValueError,
+        "step must be an int in non-negative, got -2",
+        ("torch",),
+    ),
+    Bad("sync step float", _sync(0, 1.5), TypeError, "step must be a non-negative int, got 1.5", ("torch",)),
+    Bad(
+        "sync generator of numpy",
+        _sync(0, 0, generator=np.random.default_rng(0)),
+        TypeError,
+        "generator must be a torch.Generator",
+        ("torch",),
+    ),
+    Bad(
+        "sync device mismatch",
+        lambda x, backend, training: _sync_on_cpu_generator("meta"),
+        ValueError,
+        "device is meta, but generator is on device cpu",
+        ("torch",),
+    ),
+]
+
+
+def _forms(backend) -> list[str]:
+    forms = ["plain"]
+    if backend.name == "numpy":
+        forms.append("read-only")
+    if backend.name != "array_api_strict":  # it has no strided views
+        forms.append("non-contiguous")
+    return forms
+
+
+def _make(backend, form: str) -> Any:
+    if form == "plain":
+        return random_batch(backend, (6, 3))
+    if form == "read-only":
+        x = random_batch(backend, (6, 3))
+        x.flags.writeable = False
+        return x
+    # Every other row of a transposed array: strided, not contiguous.
+    big = random_batch(backend, (3, 12))
+    return backend.xp.permute_dims(big, (1, 0))[::2]
+
+
+def _snapshot(backend, x) -> tuple[bytes, Any]:
+    flags = x.flags.writeable if backend.name == "numpy" else None
+    return backend.to_numpy(x).tobytes(), flags
+
+
+def test_the_catalogue_has_at_least_25_bad_calls():
+    assert len(CATALOGUE) >= 25
+    assert len({c.name for c in CATALOGUE}) == len(CATALOGUE)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
+@pytest.mark.parametrize("case", CATALOGUE, ids=lambda c: c.name)
+def test_bad_call_raises_and_leaves_x_unchanged(backend, case, training):
+    if case.backends is not None and backend.name not in case.backends:
+        pytest.skip(f"{case.name} only applies to {', '.join(case.backends)}")
+    if not training and not case.eval_too:
+        pytest.skip("checked in training only")
+    if case.call is _other_library_generator and backend.name != "torch":
+        pytest.importorskip("torch", reason="needs torch for a generator of another library")
+    for form in _forms(backend):
+        x = _make(backend, form)
+        before = _snapshot(backend, x)
+        with pytest.raises(case.error) as info:
+            case.call(x, backend, training)
+        assert case.fragment in str(info.value), f"{form} x: {info.value}"
+        assert _snapshot(backend, x) == before, f"{form} x was modified"
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
+def test_awkward_inputs_are_accepted_and_left_unchanged(backend, p):
+    for form in _forms(backend):
+        x = _make(backend, form)
+        before = _snapshot(backend, x)
+        for rng in (0, PortableRNG(1)):
+            out = drop_path(x, p, True, rng=rng)
+            assert out.shape == x.shape
+        assert _snapshot(backend, x) == before, f"{form} x was modified"
