@@ -599,7 +599,8 @@ def drop_path(
         ``None`` for the backend's default source (torch's global generator, so
         ``torch.manual_seed`` reproduces timm), an int seed, or a generator of
         the backend (``numpy.random.Generator``, ``torch.Generator`` on x's
-        device, ``cupy.random.Generator``), which advances.
+        device, ``cupy.random.Generator``), which advances, or an
+        :class:`anydrop.PortableRNG` for the same masks on every library.
 
     Returns
     -------
@@ -613,7 +614,8 @@ def drop_path(
         ``drop_prob``, ``axis`` or ``rng`` has a wrong type.
     ValueError
         ``drop_prob`` is outside [0, 1] or NaN, ``axis`` is out of range or
-        repeated, an int ``rng`` is negative, or a generator is on another device.
+        repeated, an int ``rng`` is negative, a generator is on another device,
+        or ``1 / (1 - drop_prob)`` overflows x's 16-bit dtype.
 
     Examples
     --------
