@@ -100,8 +100,12 @@ class RNGAdapter:
 
         return np.random.default_rng(seed)
 
-    def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, *, x: Any, xp: Any) -> Any:
-        """Return 0/1 values of ``dtype`` and ``shape`` on ``x``'s device, 1 with probability ``keep``."""
+    def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
+        """Return 0/1 values of ``dtype`` and ``shape`` on ``x``'s device, 1 with probability ``keep``.
+
+        Positional: drop_path calls it on every call, and keyword arguments
+        cost a measurable share of a call on a tiny array.
+        """
         # Any other namespace has no RNG we can rely on: draw the (small) mask on
         # the host with NumPy and move it over.
         kept = gen.random(shape) < keep
@@ -148,7 +152,7 @@ class RNGAdapter:
 class NumPyRNG(RNGAdapter):
     name = "numpy"
 
-    def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, *, x: Any, xp: Any) -> Any:
+    def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
         return (gen.random(shape) < keep).astype(dtype)
 
     def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
@@ -214,10 +218,10 @@ class TorchRNG(RNGAdapter):
             return None  # meta tensors hold no data and have no generator
         return torch.Generator(device=x.device).manual_seed(seed)
 
-    def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, *, x: Any, xp: Any) -> Any:
+    def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
         # new_empty, as timm does: same device, one op. Keyword arguments cost a
         # few tenths of a microsecond per call in torch's binding: pass only those needed.
-        mask = x.new_empty(shape) if dtype == x.dtype else x.new_empty(shape, dtype=dtype)
+        mask = x.new_empty(shape) if dtype is x.dtype else x.new_empty(shape, dtype=dtype)
         return mask.bernoulli_(keep) if gen is None else mask.bernoulli_(keep, generator=gen)
 
     def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
@@ -261,7 +265,7 @@ class CuPyRNG(RNGAdapter):
         with x.device:
             return cupy.random.default_rng(seed)
 
-    def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, *, x: Any, xp: Any) -> Any:
+    def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
         import cupy
 
         with x.device:
@@ -555,7 +559,7 @@ def _scaled_mask(
     if isinstance(gen, PortableRNG):  # PortableRNG hook
         (mask,) = _portable_masks(gen, mask_shape, (keep,), info.mask, x=x, xp=xp)
     else:
-        mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x=x, xp=xp)
+        mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x, xp)
     if scale_by_keep and keep > 0.0:
         # In place on our own small mask: scale it, not the big array.
         mask /= keep
@@ -653,7 +657,7 @@ def drop_path(
         if rng is not None and isinstance(gen, PortableRNG):  # PortableRNG hook
             (mask,) = _portable_masks(gen, mask_shape, (keep,), info.mask, x=x, xp=xp)
         else:
-            mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x=x, xp=xp)
+            mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x, xp)
         if scale_by_keep and keep > 0.0:
             mask /= keep
     if keep == 0.0:

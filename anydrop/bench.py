@@ -15,6 +15,7 @@ Nothing here is imported by ``import anydrop``.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import importlib
 import importlib.util
@@ -428,6 +429,26 @@ def run(
     return cases, bias
 
 
+def reuse_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed large buffers for reuse; False where that is not possible.
+
+    By default glibc returns buffers of more than 32 MiB to the operating
+    system when they are freed, so every new output of that size page-faults
+    on first touch, which can cost more than the arithmetic (float32 ViT
+    activations run at ~7 GB/s here, for every implementation alike). Raising
+    the mmap and trim thresholds keeps such buffers in the heap, as PyTorch's
+    CUDA caching allocator does on a GPU, so the timings compare the kernels.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3
+    return bool(libc.mallopt(m_mmap_threshold, 2**30)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
+
+
 def _machine(device: str) -> str:
     import os
 
@@ -459,6 +480,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small shapes and few repeats (a smoke run)")
     parser.add_argument("--repeats", type=int, default=None, help="timed samples per implementation")
     parser.add_argument("--out", default="bench-results", help="folder for results.md, .json and .png")
+    parser.add_argument(
+        "--malloc",
+        choices=("default", "reuse"),
+        default="default",
+        help="'reuse' keeps freed large buffers in the heap (glibc), so large outputs do not page-fault",
+    )
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = set(backends) - {"numpy", "torch", "cupy"}
@@ -467,10 +494,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 15)
     if repeats < 1:
         parser.error(f"--repeats must be at least 1, got {repeats}")
+    malloc = "glibc default"
+    if args.malloc == "reuse":
+        if not reuse_freed_memory():
+            parser.error("--malloc reuse needs glibc (Linux)")
+        malloc = "freed buffers reused (mallopt)"
     cases, bias = run(backends, quick=args.quick, repeats=repeats, device=args.device)
     header = (
         f"anydrop {anydrop.__version__} benchmark{' (quick)' if args.quick else ''}: "
-        f"{_machine(args.device)}; median of {repeats} interleaved repeats, drop_prob 0.1 unless stated"
+        f"{_machine(args.device)}; malloc: {malloc}; median of {repeats} interleaved repeats, "
+        "drop_prob 0.1 unless stated"
     )
     text = markdown(cases, bias, header)
     print(text)
