@@ -545,15 +545,19 @@ def _scaled_mask(
     dither = _dither(keep, info) if info.eps and scale_by_keep and keep > 0.0 else None
     if dither is not None:
         lo, spacing, threshold = dither
-        # One uniform u per sample: kept when u < keep; given that, u / keep is
-        # uniform on [0, 1), so u < keep * frac picks the upper scale with
-        # probability frac. Both values are exact in the dtype.
+        # Both values are exact in the dtype, and so is every product below.
         if isinstance(gen, PortableRNG):  # PortableRNG hook
             kept, upper = _portable_masks(gen, mask_shape, (keep, threshold), info.mask, x=x, xp=xp)
-        else:
-            u = adapter.uniform(gen, mask_shape, x=x, xp=xp)
-            kept, upper = xp.astype(u < keep, info.mask), xp.astype(u < threshold, info.mask)
-        return kept * lo + upper * spacing
+            return kept * lo + upper * spacing
+        # Two independent draws: kept with probability keep, and the upper value
+        # with probability frac. In place, so the mask costs two allocations:
+        # on a large array each extra small one showed up in the timings.
+        mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x, xp)
+        upper = adapter.bernoulli(gen, threshold / keep, mask_shape, info.mask, x, xp)
+        upper *= spacing
+        upper += lo
+        mask *= upper
+        return mask
     # The same draw and division as timm, so torch.manual_seed reproduces its
     # masks bit for bit wherever the scale is exact or the dtype is 32/64-bit.
     if isinstance(gen, PortableRNG):  # PortableRNG hook
