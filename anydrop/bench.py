@@ -95,22 +95,36 @@ def _add_after(drop: Callable[..., Any], x: Any, branch: Any, p: float) -> Any:
     return x + drop(branch, p, True)
 
 
-def measure(case: Case, repeats: int, warmup: int) -> None:
-    """Fill ``case.results`` with the median seconds per call of each candidate."""
-    for fn in case.candidates.values():
+def measure(case: Case, repeats: int, warmup: int, min_sample: float = 0.02) -> None:
+    """Fill ``case.results`` with the median seconds per call of each candidate.
+
+    Each timed sample runs a candidate enough times to last ``min_sample``
+    seconds (at least ``case.number`` calls), and the candidates take turns,
+    starting from a different one each round: drift in clock speed, and the
+    heap state one candidate leaves for the next, fall on all of them alike.
+    """
+    names = list(case.candidates)
+    calls = dict.fromkeys(names, case.number)
+    for name, fn in case.candidates.items():
         for _ in range(warmup):
             fn()
-    case.sync()
-    samples: dict[str, list[float]] = {name: [] for name in case.candidates}
-    for _ in range(repeats):
-        # Interleaved: drift in clock speed or memory state hits every candidate alike.
-        for name, fn in case.candidates.items():
+        case.sync()
+        start = time.perf_counter()
+        fn()
+        case.sync()
+        once = time.perf_counter() - start
+        calls[name] = max(case.number, min(1000, math.ceil(min_sample / max(once, 1e-9))))
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for round_ in range(repeats):
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            fn, n = case.candidates[name], calls[name]
             case.sync()
             start = time.perf_counter()
-            for _ in range(case.number):
+            for _ in range(n):
                 fn()
             case.sync()
-            samples[name].append((time.perf_counter() - start) / case.number)
+            samples[name].append((time.perf_counter() - start) / n)
     case.results = {name: statistics.median(values) for name, values in samples.items()}
 
 
@@ -424,7 +438,7 @@ def run(
     for case in cases:
         # The MLP case takes seconds per call: fewer repeats keep the run short.
         reps = max(3, repeats // 3) if case.group.startswith("MLP") else repeats
-        measure(case, reps, warmup if not case.group.startswith("MLP") else 1)
+        measure(case, reps, warmup if not case.group.startswith("MLP") else 1, 0.002 if quick else 0.02)
         print(f"measured: {case.group} [{case.backend} {case.dtype}]", file=sys.stderr, flush=True)
     return cases, bias
 
