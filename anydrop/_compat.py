@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (c) 2026, the anydrop developers. Part of anydrop; see its LICENSE.
 """The array-api-compat names anydrop's core uses, in one place.
 
 A project that vendors ``_core.py`` copies this file next to it and changes the

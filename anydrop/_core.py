@@ -1,3 +1,5 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (c) 2026, the anydrop developers. Part of anydrop; see its LICENSE.
 """The one drop-path implementation, written against the array API standard.
 
 This module is self-contained so that other libraries can vendor it: it imports

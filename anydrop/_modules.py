@@ -93,7 +93,25 @@ class DropPathConfig:
         return text
 
 
-class DropPath(DropPathConfig):
+_Self = TypeVar("_Self", bound="_TrainEval")
+
+
+class _TrainEval:
+    """``train()`` / ``eval()`` for the framework-neutral layers, as torch.nn.Module has them."""
+
+    training = True
+
+    def train(self: _Self, mode: bool = True) -> _Self:
+        """Set training mode (``mode=False`` is eval mode); return ``self``."""
+        self.training = bool(mode)
+        return self
+
+    def eval(self: _Self) -> _Self:
+        """Set eval mode, where drop path is off; return ``self``."""
+        return self.train(False)
+
+
+class DropPath(_TrainEval, DropPathConfig):
     """Framework-neutral drop path layer with ``train()``/``eval()`` modes.
 
     Calls :func:`anydrop.drop_path` with the stored arguments while
@@ -127,23 +145,12 @@ class DropPath(DropPathConfig):
     array([[1., 1.]])
     """
 
-    training = True
-
     def __call__(self, x: Array) -> Array:
         return self._drop(x)
 
     def add(self, x: Array, branch: Array) -> Array:
         """Return ``x + self(branch)``, fused as :func:`anydrop.drop_path_add` does."""
         return self._drop_add(x, branch)
-
-    def train(self, mode: bool = True) -> DropPath:
-        """Set training mode (``mode=False`` is eval mode); return ``self``."""
-        self.training = bool(mode)
-        return self
-
-    def eval(self) -> DropPath:
-        """Set eval mode, where the layer is the identity; return ``self``."""
-        return self.train(False)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe()})"
@@ -173,23 +180,16 @@ class ResidualConfig(DropPathConfig):
         self.fixed_size = bool(fixed_size)
 
     def _residual(self, x: Array) -> Array:
-        if not self.training:
-            return drop_path_residual(
-                x,
-                self.branch,
-                self.drop_prob,
-                False,
-                self.scale_by_keep,
-                axis=self.axis,  # type: ignore[arg-type]
-            )
+        # Eval mode still validates x and the arguments: errors do not depend on the mode.
+        rng = self._generator_for(x) if self.training else None
         return drop_path_residual(
             x,
             self.branch,
             self.drop_prob,
-            True,
+            self.training,
             self.scale_by_keep,
             axis=self.axis,  # type: ignore[arg-type]
-            rng=self._generator_for(x),
+            rng=rng,
             fixed_size=self.fixed_size,
         )
 
@@ -198,7 +198,7 @@ class ResidualConfig(DropPathConfig):
         return text + ", fixed_size=True" if self.fixed_size else text
 
 
-class DropPathResidual(ResidualConfig):
+class DropPathResidual(_TrainEval, ResidualConfig):
     """``x + drop_path(branch(x))`` that runs ``branch`` on the kept samples only.
 
     Calls :func:`anydrop.drop_path_residual` in training mode (the default) and
@@ -231,19 +231,8 @@ class DropPathResidual(ResidualConfig):
     array([[11.]])
     """
 
-    training = True
-
     def __call__(self, x: Array) -> Array:
         return self._residual(x)
-
-    def train(self, mode: bool = True) -> DropPathResidual:
-        """Set training mode (``mode=False`` is eval mode); return ``self``."""
-        self.training = bool(mode)
-        return self
-
-    def eval(self) -> DropPathResidual:
-        """Set eval mode, where the block is ``x + branch(x)``; return ``self``."""
-        return self.train(False)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(branch={self.branch!r}, {self._describe()})"
