@@ -293,6 +293,10 @@ class _Unsupported(RNGAdapter):
             f"would be baked into traced or lazy graphs"
         )
 
+    def default(self, x: Any) -> Any:
+        # drop_path's fast path asks for the default source directly when rng is None.
+        return self.resolve(None, x)
+
 
 class JaxRNG(_Unsupported):
     """JAX: only :class:`PortableRNG`, and only outside traced functions (PortableRNG hook).
