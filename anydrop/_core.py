@@ -514,7 +514,7 @@ def _dither(keep: float, info: _DtypeInfo) -> tuple[float, float, float] | None:
     kept sample the same way. Instead each sample's scale is ``lo`` or the next
     representable value ``lo + spacing``, the latter with probability ``frac``,
     so that the expected scale is exactly ``1 / keep``. Returns ``(lo,
-    spacing, keep * frac)``.
+    spacing, frac)``.
     """
     scale = 1.0 / keep
     _, exponent = math.frexp(scale)  # scale is in [2**(exponent-1), 2**exponent)
@@ -522,9 +522,10 @@ def _dither(keep: float, info: _DtypeInfo) -> tuple[float, float, float] | None:
     lo = math.floor(scale / spacing) * spacing
     frac = (scale - lo) / spacing
     if frac == 0.0 or lo + spacing > info.max:
-        # Exact in the dtype (keep = 0.5, ...), or it overflows as timm's does.
+        # Exact in the dtype (keep = 0.5, ...), or the upper neighbour would be
+        # inf: then 1/keep is rounded to nearest, as timm does.
         return None
-    return lo, spacing, keep * frac
+    return lo, spacing, frac
 
 
 def _scaled_mask(
@@ -550,16 +551,18 @@ def _scaled_mask(
     gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
     dither = _dither(keep, info) if info.eps and scale_by_keep and keep > 0.0 else None
     if dither is not None:
-        lo, spacing, threshold = dither
+        lo, spacing, frac = dither
         # Both values are exact in the dtype, and so is every product below.
         if isinstance(gen, PortableRNG):  # PortableRNG hook
-            kept, upper = _portable_masks(gen, mask_shape, (keep, threshold), info.mask, x=x, xp=xp)
+            # One uniform u per sample: kept when u < keep; given that, u / keep
+            # is uniform, so u < keep * frac picks the upper value with probability frac.
+            kept, upper = _portable_masks(gen, mask_shape, (keep, keep * frac), info.mask, x=x, xp=xp)
             return kept * lo + upper * spacing
         # Two independent draws: kept with probability keep, and the upper value
         # with probability frac. In place, so the mask costs two allocations:
         # on a large array each extra small one showed up in the timings.
         mask = adapter.bernoulli(gen, keep, mask_shape, info.mask, x, xp)
-        upper = adapter.bernoulli(gen, threshold / keep, mask_shape, info.mask, x, xp)
+        upper = adapter.bernoulli(gen, frac, mask_shape, info.mask, x, xp)
         upper *= spacing
         upper += lo
         mask *= upper
@@ -905,10 +908,10 @@ def _fixed_scales(
     dither = _dither(1.0 / scale, info) if info.eps and scale != 1.0 else None
     if dither is None:
         return scale
-    lo, spacing, threshold = dither
+    lo, spacing, frac = dither
     u = _uniform(adapter, gen, (k,), x=x, xp=xp)
     # All k samples are kept: the upper value is taken with probability frac.
-    upper = xp.astype(u < threshold * scale, info.mask)
+    upper = xp.astype(u < frac, info.mask)
     return upper * spacing + lo
 
 
