@@ -17,8 +17,10 @@ that the test fails. Per entry point in ``ENTRY_POINTS`` and backend session
 there are at most 4 * 4 * 7 = 112 count tests, 4 * 4 = 16 mean tests and
 5 * 3 + 2 * 3 + 2 * 3 = 27 independence tests (``test_false_alarm_budget``
 recounts them), 155 in all, so a correct implementation fails any of them
-with probability at most 155e-6 per entry point and session (union bound),
-about 6e-4 for the four backend sessions. With fixed seeds a run either
+with probability at most 155e-6 per entry point and session (union bound). With
+the three entry points (``drop_path``, ``drop_path_add``,
+``drop_path_residual``) that is 465 tests and at most 4.7e-4 per backend
+session, under 2e-3 for four backend sessions. With fixed seeds a run either
 passes or fails forever; the rate says how likely a correct change that
 shifts the random streams (a new seed, a new torch) is to trip a test.
 
@@ -27,7 +29,7 @@ Power. At n = 1,000,000 samples the count test rejects a keep probability off by
 p = 0.1, and the independence test a correlation of 0.01;
 ``TestThePowerOfTheTests`` shows each of them failing on a real wrong mask.
 
-Adding an entry point (``drop_path_add``, ``drop_path_residual``): append an
+Adding an entry point: append an
 ``EntryPoint`` to ``ENTRY_POINTS`` whose ``apply(branch, p, rng)`` returns what
 the entry point adds for ``branch`` (an array of one repeated non-zero value,
 shaped ``(n, 1)``) when training with ``scale_by_keep=True``; every test here
