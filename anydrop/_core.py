@@ -704,7 +704,9 @@ def drop_path(
         ``torch.manual_seed`` reproduces timm), an int seed, or a generator of
         the backend (``numpy.random.Generator``, ``torch.Generator`` on x's
         device, ``cupy.random.Generator``), which advances, or an
-        :class:`anydrop.PortableRNG` for the same masks on every library.
+        :class:`anydrop.PortableRNG` for the same masks on every library. For
+        Dask arrays a seed, a ``numpy.random.Generator`` or None keys a lazy
+        mask chunked like x (see ``DaskRNG``).
 
     Returns
     -------
@@ -719,7 +721,8 @@ def drop_path(
     ValueError
         ``drop_prob`` is outside [0, 1] or NaN, ``axis`` is out of range or
         repeated, an int ``rng`` is negative, a generator is on another device,
-        or ``1 / (1 - drop_prob)`` overflows x's 16-bit dtype.
+        ``1 / (1 - drop_prob)`` overflows x's 16-bit dtype, or a Dask ``x``
+        has unknown chunk sizes along a drop axis.
 
     Examples
     --------
