@@ -1011,8 +1011,9 @@ def _fixed_scales(
 #
 # Apart from the adapters on purpose: it draws the same way for every backend,
 # on the host, and meets the rest of this module only in the hooks marked
-# "PortableRNG hook" (RNGAdapter.resolve, JaxRNG, check_rng_type and the mask
-# draw in drop_path).
+# "PortableRNG hook" (RNGAdapter.resolve, RNGAdapter.portable_masks, which
+# DaskRNG overrides to build the masks lazily, JaxRNG, check_rng_type and the
+# mask draw in drop_path).
 
 _MASK64 = 2**64 - 1
 _GOLDEN_GAMMA = 0x9E3779B97F4A7C15
