@@ -1,7 +1,7 @@
 """Backend selection for the test suite.
 
 The same test files run once per array library: ``pytest --backend torch``
-(``numpy`` by default, or ``cupy``, ``array_api_strict``). Tests that only make
+(``numpy`` by default, or ``cupy``, ``array_api_strict``, ``dask``). Tests that only make
 sense for some libraries carry ``@pytest.mark.backends("torch", ...)`` and are
 skipped, with that reason, on the others.
 """
@@ -15,19 +15,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-BACKENDS = ("numpy", "torch", "cupy", "array_api_strict")
+BACKENDS = ("numpy", "torch", "cupy", "array_api_strict", "dask")
 
 _NAMESPACES = {
     "numpy": "array_api_compat.numpy",
     "torch": "array_api_compat.torch",
     "cupy": "array_api_compat.cupy",
     "array_api_strict": "array_api_strict",
+    "dask": "array_api_compat.dask.array",
 }
 _FLOAT_DTYPES = {
     "numpy": ("float16", "float32", "float64", "complex64", "complex128"),
     "torch": ("float16", "bfloat16", "float32", "float64", "complex64", "complex128"),
     "cupy": ("float16", "float32", "float64", "complex64", "complex128"),
     "array_api_strict": ("float32", "float64", "complex64", "complex128"),
+    # float16 is not in the standard, so array-api-compat's Dask namespace does
+    # not name it, but Dask arrays hold NumPy's: Backend.dtype finds it there.
+    "dask": ("float16", "float32", "float64", "complex64", "complex128"),
 }
 
 
@@ -48,6 +52,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run only on these --backend values")
+    config.addinivalue_line(
+        "markers", "skip_backends(**reasons): skip on the --backend values named, each with its reason"
+    )
+
+
+#: Why a shared test cannot apply to some backends, per backend: pass one to
+#: ``@pytest.mark.skip_backends(**REASON)``, or to ``skip_unsupported`` in a fixture.
+RESIDUAL_GATHERS = {
+    "dask": "drop_path_residual refuses Dask arrays: it gathers the kept samples, whose number "
+    "is known only once the lazy mask is computed",
+}
+
+
+def skip_unsupported(backend: Backend, reasons: dict[str, str]) -> None:
+    """Skip the running test when ``reasons`` names ``backend``, with that reason."""
+    if backend.name in reasons:
+        pytest.skip(reasons[backend.name])
 
 
 def pytest_report_header(config: pytest.Config) -> str:
@@ -61,6 +82,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if marker is not None and backend not in marker.args:
             names = ", ".join(marker.args)
             item.add_marker(pytest.mark.skip(reason=f"needs backend {names}; this run uses {backend}"))
+        for marker in item.iter_markers("skip_backends"):
+            if backend in marker.kwargs:
+                item.add_marker(pytest.mark.skip(reason=f"{backend}: {marker.kwargs[backend]}"))
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,8 @@ class Backend:
     float_dtypes: tuple[str, ...]
 
     def dtype(self, name: str) -> Any:
+        if self.name == "dask" and not hasattr(self.xp, name):
+            return np.dtype(name)
         return getattr(self.xp, name)
 
     def asarray(self, values: Any, dtype: str = "float32") -> Any:
@@ -80,6 +106,13 @@ class Backend:
         host = np.asarray(values)
         if host.dtype == np.float16 and dtype == "bfloat16":
             host = host.astype(np.float32)
+        if self.name == "dask":
+            import dask.array as da
+
+            # Two blocks along the first axis where it allows, so that every
+            # shared test also checks that masks line up with x's blocks.
+            chunks = tuple((n + 1) // 2 if i == 0 and n > 1 else max(n, 1) for i, n in enumerate(host.shape))
+            return da.from_array(host, chunks=chunks).astype(self.dtype(dtype))
         kwargs = {} if self.device is None else {"device": self.device}
         return self.xp.astype(self.xp.asarray(host, **kwargs), self.dtype(dtype))
 
@@ -94,6 +127,8 @@ class Backend:
             return a.numpy()
         if self.name == "cupy":
             return a.get()
+        if self.name == "dask":
+            return np.asarray(a.compute())
         if self.name == "array_api_strict":
             return np.from_dlpack(a.to_device(self.xp.Device("CPU_DEVICE")))
         return np.asarray(a)

@@ -2,11 +2,12 @@
 
 Sessions
 --------
-tests(numpy), tests(torch), tests(cupy), tests(array_api_strict)
+tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask)
     The same test files, with ``--backend`` set. Extra pytest arguments go
     after ``--``: ``nox -s "tests(torch)" -- --device cuda -x``. The numpy
     session also installs JAX, whose arrays are checked with PortableRNG
-    there; the torch session also runs a two-process torch.distributed test.
+    there; the torch session also runs a two-process torch.distributed test,
+    and the dask session a two-worker dask.distributed cluster on loopback.
 lint
     ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
     over ``tests/typing_public_api.py``, the public API's types as users see them.
@@ -47,7 +48,7 @@ import nox
 nox.options.sessions = ["tests", "lint", "build", "mindeps"]
 nox.options.error_on_external_run = True
 
-BACKENDS = ["numpy", "torch", "cupy", "array_api_strict"]
+BACKENDS = ["numpy", "torch", "cupy", "array_api_strict", "dask"]
 TORCH = os.environ.get("ANYDROP_TORCH_REQUIREMENT", "torch==2.13.0")
 # timm's drop.py is the reference the torch tests compare against bit for bit.
 # --no-deps: timm's own dependencies (torchvision among them) are not needed to
@@ -102,6 +103,9 @@ def tests(session: nox.Session, backend: str) -> None:
         session.install(JAX)
     elif backend == "array_api_strict":
         session.install("array-api-strict")
+    elif backend == "dask":
+        # distributed for the LocalCluster test; anydrop's dask extra needs only dask.array.
+        session.install("-e", ".[dask]", "distributed")
     session.install("-e", ".[test]")
     session.run("pytest", f"--backend={backend}", *extra, *session.posargs)
 

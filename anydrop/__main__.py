@@ -22,6 +22,7 @@ _BACKENDS = (
     ("torch", "array_api_compat.torch"),
     ("cupy", "array_api_compat.cupy"),
     ("array_api_strict", "array_api_strict"),
+    ("dask", "array_api_compat.dask.array"),
 )
 
 
@@ -41,6 +42,8 @@ def _load(library: str, namespace: str) -> tuple[Any, str]:
 
 
 def _row_summary(out: Any) -> str:
+    if hasattr(out, "compute"):  # Dask: drop_path stays lazy until asked
+        out = out.compute()
     values = [float(out[i, 0]) for i in range(out.shape[0])]
     return " ".join("dropped" if v == 0.0 else f"x{v:g}" for v in values)
 

@@ -121,6 +121,18 @@ class RNGAdapter:
         """``x * mask``."""
         return x * mask
 
+    #: Why ``drop_path_residual`` cannot gather this library's kept samples, or None if it can.
+    residual_refusal: str | None = None
+
+    def portable_masks(
+        self, rng: PortableRNG, shape: tuple[int, ...], thresholds: list[int], dtype: Any, x: Any
+    ) -> list[Any] | None:
+        """PortableRNG hook: its masks built by this backend, or None to draw them on the host.
+
+        Mask j keeps an element when its stream value's top 53 bits are below ``thresholds[j]``.
+        """
+        return None
+
     def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
         """``x + branch * mask``."""
         return x + branch * mask
@@ -281,6 +293,84 @@ class CuPyRNG(RNGAdapter):
             return cupy.random.random(shape) if gen is None else gen.random(shape)
 
 
+class DaskRNG(RNGAdapter):
+    """Dask: lazy masks, chunked like x along the drop axes and independent of every chunking.
+
+    Element i of a mask (C order over its shape) is kept when value i of a
+    SplitMix64 stream (:class:`PortableRNG`'s) is below the threshold. Each value
+    is a function of its position alone, so the mask is built with Dask array
+    arithmetic on index ranges chunked like x: nothing is computed at call
+    time, the mask's blocks line up with x's (``x * mask`` is one task per
+    block, no rechunk), the result is the same for any chunking of x, and the
+    workers need only NumPy and Dask, not anydrop.
+
+    A seed, a ``numpy.random.Generator`` or None (anydrop's process-wide NumPy
+    generator) is turned into the stream's 64-bit key by one draw from that
+    generator on the host, fresh for every mask: a generator advances, two
+    masks drawn from it are independent, and ``rng=seed`` equals
+    ``rng=numpy.random.default_rng(seed)``. A :class:`PortableRNG` gives the
+    masks it gives on NumPy, built lazily from its stream's positions.
+    """
+
+    name = "dask"
+    residual_refusal = (
+        "drop_path_residual does not support Dask arrays: it gathers the kept samples, whose number "
+        "is known only once the mask is computed; use drop_path_add(x, fn(x), ...) instead"
+    )
+
+    def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
+        import numpy as np
+
+        key = int(gen.integers(0, _MAX_SEED, dtype=np.uint64))
+        threshold = math.ceil(keep * 2.0**_UNIFORM_BITS)
+        (mask,) = _dask_stream_masks(_mix64(key), 0, shape, [threshold], dtype=dtype, x=x)
+        return mask
+
+    def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
+        raise TypeError(self.residual_refusal)
+
+    def portable_masks(
+        self, rng: PortableRNG, shape: tuple[int, ...], thresholds: list[int], dtype: Any, x: Any
+    ) -> list[Any] | None:
+        start = rng._reserve(math.prod(shape))
+        return _dask_stream_masks(rng._state, start, shape, thresholds, dtype=dtype, x=x)
+
+
+def _dask_stream_masks(
+    state: int, start: int, shape: tuple[int, ...], thresholds: list[int], *, dtype: Any, x: Any
+) -> list[Any]:
+    """Lazy 0/1 Dask arrays of ``shape``: element i is ``value(start + i) >> 11 < threshold``.
+
+    ``shape`` is x's along the drop axes and 1 elsewhere; the masks take x's
+    chunks along the drop axes.
+    """
+    import dask.array as da
+    import numpy as np
+
+    if any(math.isnan(n) for n in shape):  # Dask's shape for an unknown chunk size
+        raise ValueError(
+            f"x has unknown chunk sizes along a drop axis (shape {tuple(x.shape)}): call "
+            "x.compute_chunk_sizes() first, so that the mask can be chunked like x"
+        )
+    u64 = np.uint64
+    chunks = tuple(x.chunks[i] if n == x.shape[i] else (1,) for i, n in enumerate(shape))
+    ndim = len(shape)
+    # Each element's position in the mask's C order, as a sum of one broadcast
+    # arange per axis: built per block from the block's offsets, never materialised whole.
+    flat = da.zeros(_ONES[ndim], dtype=u64, chunks=1)
+    stride = 1
+    for i in reversed(range(ndim)):
+        if shape[i] != 1:
+            index = da.arange(shape[i], chunks=(chunks[i],), dtype=u64) * u64(stride)
+            flat = flat + index[(None,) * i + (slice(None),) + (None,) * (ndim - 1 - i)]
+        stride *= shape[i]
+    if ndim == 0:
+        # NumPy turns 0-d blocks into scalars, whose wrapping arithmetic warns of overflow.
+        flat = flat.reshape((1,))
+    uniform_ints = _splitmix64_at(u64, state, start, flat) >> u64(64 - _UNIFORM_BITS)
+    return [(uniform_ints < u64(t)).astype(dtype).reshape(shape) for t in thresholds]
+
+
 class _Unsupported(RNGAdapter):
     """Backends whose RNG model needs its own adapter (planned), refused clearly."""
 
@@ -330,7 +420,7 @@ _NUMPY = NumPyRNG()
 _TORCH = TorchRNG()
 _CUPY = CuPyRNG()
 _JAX = JaxRNG()
-_DASK = _Unsupported("Dask")
+_DASK = DaskRNG()
 #: Per array type: its namespace, its adapter and a per-dtype cache. Both depend
 #: on the type alone, and looking them up once per type keeps the per-call
 #: overhead of tiny arrays close to that of a hand-written torch function.
@@ -617,7 +707,9 @@ def drop_path(
         ``torch.manual_seed`` reproduces timm), an int seed, or a generator of
         the backend (``numpy.random.Generator``, ``torch.Generator`` on x's
         device, ``cupy.random.Generator``), which advances, or an
-        :class:`anydrop.PortableRNG` for the same masks on every library.
+        :class:`anydrop.PortableRNG` for the same masks on every library. For
+        Dask arrays a seed, a ``numpy.random.Generator`` or None keys a lazy
+        mask chunked like x (see ``DaskRNG``).
 
     Returns
     -------
@@ -632,7 +724,8 @@ def drop_path(
     ValueError
         ``drop_prob`` is outside [0, 1] or NaN, ``axis`` is out of range or
         repeated, an int ``rng`` is negative, a generator is on another device,
-        or ``1 / (1 - drop_prob)`` overflows x's 16-bit dtype.
+        ``1 / (1 - drop_prob)`` overflows x's 16-bit dtype, or a Dask ``x``
+        has unknown chunk sizes along a drop axis.
 
     Examples
     --------
@@ -844,6 +937,8 @@ def drop_path_residual(
             x, keep, mask_shape, xp=xp, adapter=adapter, info=info, scale_by_keep=scale_by_keep, rng=rng
         )
         return x
+    if adapter.residual_refusal is not None:
+        raise TypeError(adapter.residual_refusal)
     if fixed_size:
         k = _kept_count(n, keep)
         gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
@@ -919,8 +1014,9 @@ def _fixed_scales(
 #
 # Apart from the adapters on purpose: it draws the same way for every backend,
 # on the host, and meets the rest of this module only in the hooks marked
-# "PortableRNG hook" (RNGAdapter.resolve, JaxRNG, check_rng_type and the mask
-# draw in drop_path).
+# "PortableRNG hook" (RNGAdapter.resolve, RNGAdapter.portable_masks, which
+# DaskRNG overrides to build the masks lazily, JaxRNG, check_rng_type and the
+# mask draw in drop_path).
 
 _MASK64 = 2**64 - 1
 _GOLDEN_GAMMA = 0x9E3779B97F4A7C15
@@ -949,9 +1045,16 @@ def _splitmix64_python(state: int, start: int, n: int) -> list[int]:
 
 def _splitmix64_numpy(np: Any, state: int, start: int, n: int) -> Any:
     """The same values as :func:`_splitmix64_python`, as a NumPy uint64 array."""
-    u64 = np.uint64
+    return _splitmix64_at(np.uint64, state, start, np.arange(n, dtype=np.uint64))
+
+
+def _splitmix64_at(u64: Any, state: int, start: int, z: Any) -> Any:
+    """Values ``start + z`` of the stream, for an array ``z`` of uint64 offsets (consumed).
+
+    NumPy's, or any array whose uint64 arithmetic wraps as NumPy's does (Dask's,
+    which has no in-place operators: each line then makes a new lazy array).
+    """
     # uint64 array arithmetic wraps modulo 2**64, which is the definition.
-    z = np.arange(n, dtype=u64)
     z *= u64(_GOLDEN_GAMMA)
     z += u64((state + (start + 1) * _GOLDEN_GAMMA) & _MASK64)
     z ^= z >> u64(30)
@@ -1085,10 +1188,13 @@ def _portable_masks(
     are exact integer ones there, so every backend gets the same bits. Several
     ``probs`` share the draw (a kept mask and a nested one, say).
     """
-    n = math.prod(shape)
-    ints, np = rng._uniform_ints(n)
     # u < p  <=>  k < p * 2**53  <=>  k < ceil(p * 2**53), exactly, for integer k.
     thresholds = [math.ceil(p * 2.0**_UNIFORM_BITS) for p in probs]
+    built = _BY_TYPE[type(x)][1].portable_masks(rng, shape, thresholds, dtype, x)
+    if built is not None:  # a lazy backend builds them from the stream's positions
+        return built
+    n = math.prod(shape)
+    ints, np = rng._uniform_ints(n)
     dev = device(x)
     if np is not None:
         host = [(ints < np.uint64(t)).reshape(shape) for t in thresholds]
