@@ -1,8 +1,9 @@
 """anydrop: one drop-path (stochastic depth) implementation for every array library.
 
 ``drop_path`` is written once against the Python array API standard and works
-on NumPy, PyTorch, CuPy and array-api-strict arrays. Importing anydrop imports
-no array framework; ``anydrop.torch`` holds the ``torch.nn.Module`` wrapper.
+on NumPy, PyTorch, CuPy, JAX, Dask and array-api-strict arrays. Importing
+anydrop imports no array framework; ``anydrop.torch`` holds the
+``torch.nn.Module`` wrappers and ``anydrop.flax`` the ``flax.nnx`` ones.
 """
 
 from ._core import PortableRNG, drop_path, drop_path_add, drop_path_residual

@@ -23,6 +23,7 @@ _BACKENDS = (
     ("cupy", "array_api_compat.cupy"),
     ("array_api_strict", "array_api_strict"),
     ("dask", "array_api_compat.dask.array"),
+    ("jax", "jax.numpy"),
 )
 
 

@@ -15,7 +15,8 @@ the array's type without importing any framework that is not already loaded
 (the ``is_*_array`` helpers only look at ``sys.modules``).
 
 ``rng`` follows SPEC 7: ``None`` (the backend's default source), a non-negative
-``int`` seed, or a generator object of the backend.
+``int`` seed, or a generator object of the backend. JAX has no default source
+and no generator objects: there ``rng`` is a PRNG key, used as given.
 """
 
 from __future__ import annotations
@@ -371,48 +372,135 @@ def _dask_stream_masks(
     return [(uniform_ints < u64(t)).astype(dtype).reshape(shape) for t in thresholds]
 
 
-class _Unsupported(RNGAdapter):
-    """Backends whose RNG model needs its own adapter (planned), refused clearly."""
+class _JaxKeys:
+    """A JAX key that gives each draw its own sub-key: ``fold_in(key, i)`` for draw i.
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def resolve(self, rng: object, x: Any, *, create: bool = True) -> Any:
-        raise TypeError(
-            f"drop_path does not support {self.name} arrays yet: a host-side mask "
-            f"would be baked into traced or lazy graphs"
-        )
-
-    def default(self, x: Any) -> Any:
-        # drop_path's fast path asks for the default source directly when rng is None.
-        return self.resolve(None, x)
-
-
-class JaxRNG(_Unsupported):
-    """JAX: only :class:`PortableRNG`, and only outside traced functions (PortableRNG hook).
-
-    A mask drawn on the host is right for an eager call, but inside ``jax.jit``,
-    ``grad`` or ``vmap`` it would become a constant of the trace: every call of
-    the compiled function would reuse it. Functional JAX keys need an adapter of their own.
+    JAX keys are values, not generators: drawing twice from one key gives the
+    same bits. drop_path draws twice for 16-bit floats (the mask and the
+    rounding of the scale), and so does drop_path_residual with
+    ``fixed_size=True`` (the subset and the scales); each draw needs an
+    independent key. The key itself is never drawn from: JAX's random
+    functions and ``fold_in`` hash the same key with small counters, so a key
+    drawn from directly would be correlated with keys folded from it.
+    Splitting here is Python-level work at trace time, so it is fine under ``jax.jit``.
     """
 
-    def __init__(self) -> None:
-        super().__init__("JAX")
+    __slots__ = ("draws", "key")
+
+    def __init__(self, key: Any) -> None:
+        self.key = key
+        self.draws = 0
+
+    def next(self) -> Any:
+        import jax
+
+        sub = jax.random.fold_in(self.key, self.draws)
+        self.draws += 1
+        return sub
+
+
+class JaxRNG(RNGAdapter):
+    """JAX: ``rng`` is a PRNG key (or an int seed that makes one); the mask is drawn on x's device.
+
+    Keys are functional: the same key gives the same mask, and nothing
+    advances. The user splits a key per step, as with ``flax.nnx.Dropout``.
+    JAX has no global random state, so training with ``drop_prob > 0`` needs
+    a key. Everything here works on tracers, so ``jax.jit``, ``grad`` and
+    ``vmap`` trace through it; a :class:`PortableRNG` (drawn on the host)
+    works on concrete arrays only (PortableRNG hook).
+    """
+
+    name = "jax"
+    generator_names = "JAX PRNG key (jax.random.key(seed), or a legacy jax.random.PRNGKey(seed))"
+
+    def is_generator(self, rng: object) -> bool:
+        jax = sys.modules.get("jax")
+        if jax is None or not isinstance(rng, jax.Array):
+            return False
+        dtype = rng.dtype
+        return bool(jax.dtypes.issubdtype(dtype, jax.dtypes.prng_key)) or dtype == "uint32"
+
+    def check_generator(self, rng: Any, x: Any) -> None:
+        import jax
+
+        if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+            if rng.shape != ():
+                raise ValueError(
+                    f"rng must be a single JAX key, got an array of keys of shape {rng.shape}: pass one key "
+                    "per call (under jax.vmap, map over a batch of keys to give each example its own mask)"
+                )
+        elif rng.shape not in ((2,), (4,)):
+            raise ValueError(
+                f"rng is a uint32 JAX array of shape {rng.shape}, not a legacy key (jax.random.PRNGKey "
+                "gives shape (2,)); pass jax.random.key(seed)"
+            )
+
+    def default(self, x: Any) -> Any:
+        raise TypeError(
+            "rng is required for JAX arrays when training with drop_prob > 0: JAX has no global random "
+            "state. Pass a key, e.g. rng=jax.random.key(0), and split a new one for every step "
+            "(key, sub = jax.random.split(key)); anydrop.flax.DropPath takes its keys from nnx.Rngs"
+        )
+
+    def seeded(self, seed: int, x: Any) -> Any:
+        import jax
+
+        # A constant even inside jax.jit: a module caching it must not keep a tracer.
+        with jax.ensure_compile_time_eval():
+            if seed < 2**31:
+                return jax.random.key(seed)
+            # jax.random.key keeps only 32 bits of a larger seed unless 64-bit mode is on; build
+            # the key it makes in that mode, [seed >> 32, seed & 0xFFFFFFFF], in either mode.
+            data = jax.numpy.asarray([seed >> 32, seed & 0xFFFFFFFF], dtype="uint32")
+            return jax.random.wrap_key_data(data, impl="threefry2x32")
 
     def resolve(self, rng: object, x: Any, *, create: bool = True) -> Any:
-        if not isinstance(rng, PortableRNG):
-            got = "rng=None" if rng is None else f"an rng of type {_type_name(rng)}"
-            raise TypeError(
-                f"drop_path supports JAX arrays only with rng=anydrop.PortableRNG(seed) for now, got {got}"
+        if isinstance(rng, PortableRNG):  # PortableRNG hook
+            self._refuse_tracer(
+                x,
+                "drop_path with a PortableRNG needs a concrete JAX array, got a tracer (inside jax.jit, "
+                "grad or vmap): the host-drawn mask would be baked into the trace",
             )
+            return rng
+        if isinstance(rng, _JaxKeys):
+            # The stream of a DropPath layer given an int seed: it advances in Python, so a
+            # traced call would replay one mask on every call of the compiled function.
+            self._refuse_tracer(
+                x,
+                "a DropPath layer with an int rng needs a concrete JAX array, got a tracer (inside "
+                "jax.jit, grad or vmap): its key stream advances in Python, and the trace would keep one "
+                "mask for every call; use anydrop.flax.DropPath with nnx.Rngs, or pass a key to drop_path",
+            )
+            return rng
+        if rng is None:
+            return self.default(x) if create else None
+        if _is_seed(rng):
+            seed = _seed(rng)
+            return _JaxKeys(self.seeded(seed, x)) if create else None
+        if self.is_generator(rng):
+            self.check_generator(rng, x)
+            return _JaxKeys(rng) if create else None
+        raise TypeError(
+            "rng must be None, a non-negative int seed, an anydrop.PortableRNG or a "
+            f"{self.generator_names} for jax arrays, got an object of type {_type_name(rng)}"
+        )
+
+    @staticmethod
+    def _refuse_tracer(x: Any, message: str) -> None:
         core = sys.modules.get("jax.core")
         tracer = getattr(core, "Tracer", None)
         if tracer is not None and isinstance(x, tracer):
-            raise TypeError(
-                "drop_path with a PortableRNG needs a concrete JAX array, got a tracer (inside jax.jit, "
-                "grad or vmap): the host-drawn mask would be baked into the trace"
-            )
-        return rng
+            raise TypeError(message)
+
+    def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
+        import jax
+
+        return jax.random.bernoulli(gen.next(), keep, shape).astype(dtype)
+
+    def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
+        import jax
+
+        return jax.random.uniform(gen.next(), shape)
 
 
 _GENERIC = RNGAdapter()
@@ -475,6 +563,12 @@ def check_rng_type(rng: object) -> None:
         return
     if any(a.is_generator(rng) for a in (_GENERIC, _TORCH, _CUPY)):
         return
+    if _JAX.is_generator(rng):
+        # A layer would pass the one key on every call, and a key does not advance.
+        raise TypeError(
+            "rng must not be a JAX key for a DropPath layer: the layer would draw the same mask on "
+            "every call. Use anydrop.flax.DropPath with nnx.Rngs, or an int seed outside jax.jit"
+        )
     raise TypeError(
         "rng must be None, a non-negative int seed, an anydrop.PortableRNG, or a numpy.random.Generator, "
         f"torch.Generator or cupy.random.Generator, got an object of type {_type_name(rng)}"
@@ -522,7 +616,16 @@ def check_drop_prob(value: object, name: str = "drop_prob") -> float:
         raise TypeError(
             f"{name} must be a real number in [0, 1], got {value!r} of type {type(value).__name__}"
         )
-    p = float(value)  # type: ignore[arg-type]
+    try:
+        p = float(value)  # type: ignore[arg-type]
+    except TypeError as exc:
+        # A traced 0-d array (jax.jit, grad, vmap) has no value yet, and the checks
+        # and the mask's shape below need one.
+        raise TypeError(
+            f"{name} must be a concrete number, got a {type(value).__name__} without a value "
+            f"({type(exc).__name__}); inside jax.jit pass {name} as a static Python float "
+            f"(static_argnames), not as a traced argument"
+        ) from exc
     if not 0.0 <= p <= 1.0:  # also false for NaN
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
     return p
@@ -709,7 +812,16 @@ def drop_path(
         device, ``cupy.random.Generator``), which advances, or an
         :class:`anydrop.PortableRNG` for the same masks on every library. For
         Dask arrays a seed, a ``numpy.random.Generator`` or None keys a lazy
-        mask chunked like x (see ``DaskRNG``).
+        mask chunked like x (see ``DaskRNG``). For JAX arrays: a PRNG key
+        (``jax.random.key`` or a legacy ``jax.random.PRNGKey``), used as given,
+        so split a new one per step; an int seed ``s`` is ``jax.random.key(s)``.
+        JAX has no default source: ``None`` is a ``TypeError`` when training
+        with ``drop_prob > 0``.
+
+    Under ``jax.jit``, ``x`` and the key may be traced, but ``drop_prob``,
+    ``training``, ``scale_by_keep`` and ``axis`` must be static Python values
+    (a traced ``drop_prob`` or ``training`` is a ``TypeError``); ``jax.grad``
+    and ``jax.vmap`` work too.
 
     Returns
     -------
@@ -720,7 +832,8 @@ def drop_path(
     ------
     TypeError
         ``x`` is not a floating-point array of a supported library, or
-        ``drop_prob``, ``axis`` or ``rng`` has a wrong type.
+        ``drop_prob``, ``axis`` or ``rng`` has a wrong type, or a JAX ``x`` is
+        trained without a key.
     ValueError
         ``drop_prob`` is outside [0, 1] or NaN, ``axis`` is out of range or
         repeated, an int ``rng`` is negative, a generator is on another device,
@@ -748,7 +861,11 @@ def drop_path(
         mask_shape = (shape[0], *_ONES[len(shape) - 1])
     else:
         mask_shape = _mask_shape(shape, axis)
-    if not training or p == 0.0:
+    try:
+        identity = not training or p == 0.0
+    except TypeError as exc:  # a traced flag: free on the common path
+        raise _not_static("training", training) from exc
+    if identity:
         adapter.check(rng, x)
         return x
     keep = 1.0 - p
@@ -771,6 +888,13 @@ def drop_path(
         # timm does. Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.
         return xp.where(mask > 0, x, 0)  # type: ignore[no-any-return]
     return adapter.multiply(x, mask)  # type: ignore[no-any-return]
+
+
+def _not_static(name: str, value: object) -> TypeError:
+    return TypeError(
+        f"{name} must be a Python bool, got a {type(value).__name__} without a concrete value; inside "
+        f"jax.jit pass {name} as a static argument (static_argnames), not as a traced one"
+    )
 
 
 def _same_namespace(x: Any, other: Any, name: str) -> None:
@@ -830,7 +954,11 @@ def drop_path_add(
     """
     xp, adapter, info, p, mask_shape = _prepare(branch, drop_prob, axis)
     _same_namespace(branch, x, "x")
-    if not training or p == 0.0:
+    try:
+        identity = not training or p == 0.0
+    except TypeError as exc:  # a traced flag: free on the common path
+        raise _not_static("training", training) from exc
+    if identity:
         adapter.check(rng, branch)
         return x + branch  # type: ignore[operator, no-any-return]
     keep = 1.0 - p
@@ -892,6 +1020,8 @@ def drop_path_residual(
         (at least 1) are kept, chosen uniformly at random, and scaled by
         ``n / k`` (DINOv2's ``drop_add_residual_stochastic_depth``): static
         shapes for compilers, CUDA graphs and ``jax.jit``. Both are unbiased.
+        Under ``jax.jit`` (or ``vmap``) the default is a ``TypeError`` asking
+        for ``fixed_size=True``; eager JAX calls support both.
 
     Returns
     -------
@@ -924,7 +1054,11 @@ def drop_path_residual(
     if isinstance(axis_arg, bool) or not isinstance(axis_arg, numbers.Integral):
         raise TypeError(f"axis must be an int for drop_path_residual, got {axis!r}")
     xp, adapter, info, p, mask_shape = _prepare(x, drop_prob, axis)
-    if not training or p == 0.0:
+    try:
+        identity = not training or p == 0.0
+    except TypeError as exc:  # a traced flag: free on the common path
+        raise _not_static("training", training) from exc
+    if identity:
         adapter.check(rng, x)
         return x + fn(x)  # type: ignore[operator, no-any-return]
     keep = 1.0 - p
@@ -939,31 +1073,17 @@ def drop_path_residual(
         return x
     if adapter.residual_refusal is not None:
         raise TypeError(adapter.residual_refusal)
-    if fixed_size:
-        k = _kept_count(n, keep)
-        gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
-        # A uniformly random k-subset, from sorting uniforms: argsort is in the
-        # standard and has static shapes, unlike a Bernoulli mask.
-        order = xp.argsort(_uniform(adapter, gen, (n,), x=x, xp=xp))
-        idx = order[:k]
-        # Sample order[j] is the j-th kept one; argsort(order) inverts the permutation.
-        rank = xp.argsort(order)
-        position = xp.where(rank < k, rank + 1, xp.zeros_like(rank))
-        scale = n / k if scale_by_keep else 1.0
-        scales = _fixed_scales(x, scale, k, xp=xp, adapter=adapter, info=info, gen=gen)
-    else:
-        mask = _scaled_mask(
-            x, keep, (n,), xp=xp, adapter=adapter, info=info, scale_by_keep=scale_by_keep, rng=rng
-        )
-        kept = mask > 0
-        (idx,) = xp.nonzero(kept)
-        # Kept samples first, each group in index order; the inverse permutation
-        # gives each kept sample its place among them (argsort rather than
-        # cumulative_sum, which array-api-compat wraps in a namespace lookup).
-        order = xp.argsort(xp.astype(kept, xp.int8), descending=True, stable=True)
-        rank = xp.argsort(order)
-        position = xp.where(kept, rank + 1, xp.zeros_like(rank))
-        scales = xp.take(mask, idx) if scale_by_keep else 1.0
+    idx, position, scales = _residual_selection(
+        x,
+        keep,
+        n,
+        xp=xp,
+        adapter=adapter,
+        info=info,
+        scale_by_keep=scale_by_keep,
+        rng=rng,
+        fixed_size=fixed_size,
+    )
     branch_in = xp.take(x, idx, axis=ax)
     y: Any = fn(branch_in)
     if getattr(y, "shape", None) != branch_in.shape:
@@ -985,6 +1105,58 @@ def drop_path_residual(
     zero = xp.zeros_like(xp.take(x, xp.zeros_like(position[:1]), axis=ax), dtype=scaled.dtype)
     padded = xp.concat((zero, scaled), axis=ax)
     return x + xp.take(padded, position, axis=ax)  # type: ignore[no-any-return]
+
+
+def _residual_selection(
+    x: Any,
+    keep: float,
+    n: int,
+    *,
+    xp: Any,
+    adapter: RNGAdapter,
+    info: _DtypeInfo,
+    scale_by_keep: bool,
+    rng: Any,
+    fixed_size: bool,
+) -> tuple[Any, Any, Any]:
+    """Which samples drop_path_residual keeps: their indices, each sample's place among them, the scales.
+
+    ``position`` is, per sample, 0 if dropped and r + 1 for the r-th kept one;
+    ``scales`` a float or one value per kept sample.
+    """
+    if fixed_size:
+        k = _kept_count(n, keep)
+        gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
+        # A uniformly random k-subset, from sorting uniforms: argsort is in the
+        # standard and has static shapes, unlike a Bernoulli mask.
+        order = xp.argsort(_uniform(adapter, gen, (n,), x=x, xp=xp))
+        idx = order[:k]
+        # Sample order[j] is the j-th kept one; argsort(order) inverts the permutation.
+        rank = xp.argsort(order)
+        position = xp.where(rank < k, rank + 1, xp.zeros_like(rank))
+        scale = n / k if scale_by_keep else 1.0
+        scales = _fixed_scales(x, scale, k, xp=xp, adapter=adapter, info=info, gen=gen)
+    else:
+        mask = _scaled_mask(
+            x, keep, (n,), xp=xp, adapter=adapter, info=info, scale_by_keep=scale_by_keep, rng=rng
+        )
+        kept = mask > 0
+        try:
+            (idx,) = xp.nonzero(kept)
+        except TypeError as exc:  # e.g. jax.numpy.nonzero on a tracer: the count is data-dependent
+            raise TypeError(
+                "drop_path_residual with fixed_size=False sizes the kept batch from the mask, which "
+                f"needs concrete values, and x is a {type(x).__name__} (inside jax.jit or vmap?); "
+                "pass fixed_size=True for static shapes"
+            ) from exc
+        # Kept samples first, each group in index order; the inverse permutation
+        # gives each kept sample its place among them (argsort rather than
+        # cumulative_sum, which array-api-compat wraps in a namespace lookup).
+        order = xp.argsort(xp.astype(kept, xp.int8), descending=True, stable=True)
+        rank = xp.argsort(order)
+        position = xp.where(kept, rank + 1, xp.zeros_like(rank))
+        scales = xp.take(mask, idx) if scale_by_keep else 1.0
+    return idx, position, scales
 
 
 def _uniform(adapter: RNGAdapter, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
