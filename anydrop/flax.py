@@ -1,0 +1,252 @@
+"""Flax NNX module wrappers: ``anydrop.flax.DropPath`` is a ``flax.nnx.Module``.
+
+They follow ``flax.nnx.Dropout``: a ``deterministic`` flag (set by
+``model.train()`` / ``model.eval()`` and ``nnx.view``), and keys drawn from an
+``nnx.Rngs`` stream (``rng_collection``, ``"dropout"`` by default) given at
+construction or per call. Importing this module imports jax and flax;
+``import anydrop`` alone does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import jax
+from flax import nnx
+
+from ._core import _backend, check_axis_type, check_drop_prob, drop_path, drop_path_residual
+
+__all__ = ["DropPath", "DropPathResidual"]
+
+# Register jax.Array's namespace eagerly, outside any trace.
+_backend(jax.numpy.zeros(0))
+
+
+def _stream(rngs: Any, collection: str) -> Any:
+    """What a module keeps of the ``rngs`` it is built with, as nnx.Dropout keeps it."""
+    if isinstance(rngs, nnx.Rngs):
+        return rngs[collection].fork()
+    if isinstance(rngs, nnx.RngStream):
+        return rngs.fork()
+    if rngs is None:
+        return nnx.data(None) if hasattr(nnx, "data") else None
+    raise TypeError(f"rngs must be an nnx.Rngs, an nnx.RngStream or None, got {type(rngs).__name__}")
+
+
+class _Config(nnx.Module):
+    """Arguments, mode and key handling shared by the flax modules."""
+
+    def _setup(
+        self,
+        drop_prob: float,
+        *,
+        scale_by_keep: bool,
+        axis: Any,
+        deterministic: bool | None,
+        rng_collection: str,
+        rngs: Any,
+    ) -> None:
+        self.drop_prob = check_drop_prob(drop_prob)
+        self.scale_by_keep = bool(scale_by_keep)
+        check_axis_type(axis)
+        self.axis = axis
+        if deterministic is not None and not isinstance(deterministic, bool):
+            raise TypeError(
+                f"deterministic must be a bool or None, got {deterministic!r} of type "
+                f"{type(deterministic).__name__}"
+            )
+        self.deterministic = deterministic
+        if not isinstance(rng_collection, str):
+            raise TypeError(f"rng_collection must be a str, got {type(rng_collection).__name__}")
+        self.rng_collection = rng_collection
+        self.rngs = _stream(rngs, rng_collection)
+
+    def _training(self, deterministic: bool | None) -> bool:
+        """Whether this call drops: the call's ``deterministic`` first, then the stored one."""
+        if deterministic is None:
+            deterministic = self.deterministic
+        if deterministic is None:
+            raise ValueError(
+                f"deterministic is None for {type(self).__name__}: pass deterministic=True/False to the "
+                "constructor or the call, or set it with model.train() / model.eval()"
+            )
+        return not deterministic
+
+    def _key(self, rngs: Any) -> Any:
+        source = rngs if rngs is not None else self.rngs
+        if source is None:
+            raise ValueError(
+                f"{type(self).__name__} is not deterministic and drop_prob={self.drop_prob:g} > 0, but it "
+                "has no rngs: pass rngs=nnx.Rngs(dropout=seed) to the constructor or the call"
+            )
+        if isinstance(source, nnx.Rngs):
+            return source[self.rng_collection]()
+        if isinstance(source, nnx.RngStream):
+            return source()
+        if isinstance(source, jax.Array):
+            return source
+        raise TypeError(
+            f"rngs must be an nnx.Rngs, an nnx.RngStream or a JAX key, got {type(source).__name__}"
+        )
+
+    def set_view(self, deterministic: bool | None = None) -> None:
+        """Called by ``nnx.view``: ``deterministic=True`` turns drop path off."""
+        if deterministic is not None:
+            self.deterministic = deterministic
+
+
+class DropPath(_Config):
+    """Drop path (stochastic depth) as a ``flax.nnx.Module``, with ``nnx.Dropout``'s conventions.
+
+    Each sample along ``axis`` is zeroed with probability ``drop_prob`` and
+    the others are scaled by ``1 / (1 - drop_prob)``, as
+    :func:`anydrop.drop_path` does. Keys come from ``rngs``: an ``nnx.Rngs``
+    (its ``rng_collection`` stream), an ``nnx.RngStream`` or, per call, a key.
+    The stream advances on every call, also under ``nnx.jit``, so successive
+    steps draw fresh masks. Works under ``nnx.jit`` and ``nnx.grad``.
+
+    Parameters
+    ----------
+    drop_prob
+        Probability of dropping each sample, in [0, 1] (a static Python value).
+    scale_by_keep
+        Divide kept samples by ``1 - drop_prob``.
+    axis
+        Axis or axes along which samples are drawn, as in ``drop_path``.
+    deterministic
+        True: the identity. False (default): drop path. None: must be given
+        per call. ``model.train()`` / ``model.eval()`` set it.
+    rng_collection
+        The ``nnx.Rngs`` stream keys are drawn from.
+    rngs
+        An ``nnx.Rngs`` or ``nnx.RngStream`` (forked and kept), or None to
+        pass ``rngs`` per call.
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from anydrop.flax import DropPath
+    >>> layer = DropPath(0.5, rngs=nnx.Rngs(dropout=0))
+    >>> layer(jnp.ones((4, 2))).shape
+    (4, 2)
+    >>> layer.eval()                  # deterministic: the identity
+    >>> x = jnp.ones((1, 2))
+    >>> layer(x) is x
+    True
+    """
+
+    def __init__(
+        self,
+        drop_prob: float = 0.1,
+        *,
+        scale_by_keep: bool = True,
+        axis: Any = 0,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: Any = None,
+    ) -> None:
+        self._setup(
+            drop_prob,
+            scale_by_keep=scale_by_keep,
+            axis=axis,
+            deterministic=deterministic,
+            rng_collection=rng_collection,
+            rngs=rngs,
+        )
+
+    def __call__(self, x: Any, *, deterministic: bool | None = None, rngs: Any = None) -> Any:
+        """Apply drop path to ``x``; ``deterministic`` and ``rngs`` override the stored ones."""
+        training = self._training(deterministic)
+        if not training or self.drop_prob == 0.0:
+            # Still validates x, drop_prob and axis: errors do not depend on the mode.
+            return drop_path(x, self.drop_prob, False, self.scale_by_keep, axis=self.axis)
+        return drop_path(x, self.drop_prob, True, self.scale_by_keep, axis=self.axis, rng=self._key(rngs))
+
+    def __repr__(self) -> str:
+        text = f"drop_prob={round(self.drop_prob, 3):0.3f}"
+        if not self.scale_by_keep:
+            text += ", scale_by_keep=False"
+        if self.axis != 0:
+            text += f", axis={self.axis!r}"
+        if self.deterministic is not False:
+            text += f", deterministic={self.deterministic!r}"
+        return f"{type(self).__name__}({text})"
+
+
+class DropPathResidual(_Config):
+    """``x + drop_path(branch(x))`` as a ``flax.nnx.Module``, running ``branch`` on the kept samples only.
+
+    :func:`anydrop.drop_path_residual` when not deterministic, ``x +
+    branch(x)`` otherwise. ``branch`` (an nnx Module or any callable) is an
+    attribute, so its parameters are this module's. ``fixed_size=True``
+    (the default here, unlike :func:`~anydrop.drop_path_residual`) keeps
+    exactly ``round(n * (1 - drop_prob))`` samples, the static shapes
+    ``nnx.jit`` needs; ``fixed_size=False`` draws each sample independently
+    and works in eager code only.
+
+    Parameters
+    ----------
+    branch
+        The residual branch, a callable from arrays to arrays of the same shape
+        that treats samples independently.
+    drop_prob, scale_by_keep, deterministic, rng_collection, rngs
+        As in :class:`DropPath`.
+    axis
+        The sample axis, an int.
+    fixed_size
+        Keep a fixed number of samples (static shapes, for ``nnx.jit``).
+
+    Examples
+    --------
+    >>> import jax.numpy as jnp
+    >>> from flax import nnx
+    >>> from anydrop.flax import DropPathResidual
+    >>> rngs = nnx.Rngs(params=0, dropout=1)
+    >>> block = DropPathResidual(nnx.Linear(2, 2, rngs=rngs), 0.5, rngs=rngs)
+    >>> nnx.jit(lambda model, x: model(x))(block, jnp.ones((4, 2))).shape
+    (4, 2)
+    """
+
+    def __init__(
+        self,
+        branch: Callable[[Any], Any],
+        drop_prob: float = 0.1,
+        *,
+        scale_by_keep: bool = True,
+        axis: int = 0,
+        fixed_size: bool = True,
+        deterministic: bool | None = False,
+        rng_collection: str = "dropout",
+        rngs: Any = None,
+    ) -> None:
+        if not callable(branch):
+            raise TypeError(f"branch must be callable, got an object of type {type(branch).__name__}")
+        if isinstance(axis, bool) or not isinstance(axis, int):
+            raise TypeError(f"axis must be an int for a residual drop path, got {axis!r}")
+        self._setup(
+            drop_prob,
+            scale_by_keep=scale_by_keep,
+            axis=axis,
+            deterministic=deterministic,
+            rng_collection=rng_collection,
+            rngs=rngs,
+        )
+        self.branch = branch
+        self.fixed_size = bool(fixed_size)
+
+    def __call__(self, x: Any, *, deterministic: bool | None = None, rngs: Any = None) -> Any:
+        """``x + drop_path(branch(x))``; ``deterministic`` and ``rngs`` override the stored ones."""
+        training = self._training(deterministic)
+        key = self._key(rngs) if training and self.drop_prob > 0.0 else None
+        return drop_path_residual(
+            x,
+            self.branch,
+            self.drop_prob,
+            training,
+            self.scale_by_keep,
+            axis=self.axis,
+            rng=key,
+            fixed_size=self.fixed_size,
+        )
