@@ -1,9 +1,13 @@
 """Backend selection for the test suite.
 
 The same test files run once per array library: ``pytest --backend torch``
-(``numpy`` by default, or ``cupy``, ``array_api_strict``, ``dask``). Tests that only make
-sense for some libraries carry ``@pytest.mark.backends("torch", ...)`` and are
-skipped, with that reason, on the others.
+(``numpy`` by default, or ``cupy``, ``array_api_strict``, ``dask``, ``jax``). Tests
+that only make sense for some libraries carry ``@pytest.mark.backends("torch", ...)``
+and are skipped, with that reason, on the others. Tests that rely on an RNG
+behaviour some libraries lack carry ``@pytest.mark.rng_needs("default_rng")``
+(or ``"advancing_rng"``), skipped on those libraries with the reason in
+``RNG_NEEDS``; ``require_rng(backend, need)`` does the same inside a test.
+``@pytest.mark.skip_backends(name=reason)`` skips a test on the libraries named.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-BACKENDS = ("numpy", "torch", "cupy", "array_api_strict", "dask")
+BACKENDS = ("numpy", "torch", "cupy", "array_api_strict", "dask", "jax")
 
 _NAMESPACES = {
     "numpy": "array_api_compat.numpy",
@@ -23,6 +27,7 @@ _NAMESPACES = {
     "cupy": "array_api_compat.cupy",
     "array_api_strict": "array_api_strict",
     "dask": "array_api_compat.dask.array",
+    "jax": "jax.numpy",
 }
 _FLOAT_DTYPES = {
     "numpy": ("float16", "float32", "float64", "complex64", "complex128"),
@@ -32,6 +37,18 @@ _FLOAT_DTYPES = {
     # float16 is not in the standard, so array-api-compat's Dask namespace does
     # not name it, but Dask arrays hold NumPy's: Backend.dtype finds it there.
     "dask": ("float16", "float32", "float64", "complex64", "complex128"),
+    "jax": ("float16", "bfloat16", "float32", "float64", "complex64", "complex128"),
+}
+#: RNG behaviours some shared tests rely on: the backends without them, and why.
+RNG_NEEDS = {
+    "default_rng": (
+        ("jax",),
+        "JAX has no global random state: rng=None when training is an error there (tests/test_jax.py)",
+    ),
+    "advancing_rng": (
+        ("jax",),
+        "JAX keys are values, not generators: the same key draws the same mask every call",
+    ),
 }
 
 
@@ -52,6 +69,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "backends(*names): run only on these --backend values")
+    config.addinivalue_line("markers", "rng_needs(*needs): skip on backends without these RNG_NEEDS")
     config.addinivalue_line(
         "markers", "skip_backends(**reasons): skip on the --backend values named, each with its reason"
     )
@@ -85,6 +103,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for marker in item.iter_markers("skip_backends"):
             if backend in marker.kwargs:
                 item.add_marker(pytest.mark.skip(reason=f"{backend}: {marker.kwargs[backend]}"))
+        for marker in item.iter_markers("rng_needs"):
+            for need in marker.args:
+                lacking, reason = RNG_NEEDS[need]
+                if backend in lacking:
+                    item.add_marker(pytest.mark.skip(reason=reason))
+
+
+def has_rng(backend: Backend, need: str) -> bool:
+    """Whether ``backend`` has the RNG behaviour ``need`` (a key of RNG_NEEDS)."""
+    return backend.name not in RNG_NEEDS[need][0]
+
+
+def require_rng(backend: Backend, need: str) -> None:
+    """Skip the running test if ``backend`` lacks the RNG behaviour ``need`` (a key of RNG_NEEDS)."""
+    if not has_rng(backend, need):
+        pytest.skip(RNG_NEEDS[need][1])
 
 
 @dataclass(frozen=True)
@@ -131,6 +165,8 @@ class Backend:
             return np.asarray(a.compute())
         if self.name == "array_api_strict":
             return np.from_dlpack(a.to_device(self.xp.Device("CPU_DEVICE")))
+        if self.name == "jax" and a.dtype == self.xp.bfloat16:
+            a = a.astype(self.xp.float32)
         return np.asarray(a)
 
 
@@ -160,6 +196,14 @@ def backend(request: pytest.FixtureRequest) -> Backend:
     device = request.config.getoption("--device")
     if device is not None and name == "array_api_strict":
         device = xp.Device(device)
+    if name == "jax":
+        import jax
+
+        # JAX computes in 32 bits unless told otherwise; the shared tests use float64 as on the other
+        # libraries.
+        jax.config.update("jax_enable_x64", True)
+        if device is not None:
+            device = jax.devices(device)[0]
     return Backend(name, xp, device, _FLOAT_DTYPES[name])
 
 
@@ -180,4 +224,9 @@ def make_generator(backend: Backend, seed: int) -> Any:
         import cupy
 
         return cupy.random.default_rng(seed)
+    if backend.name == "jax":
+        import jax
+
+        # What an int seed makes: a key, which does not advance (RNG_NEEDS["advancing_rng"]).
+        return jax.random.key(seed)
     return np.random.default_rng(seed)

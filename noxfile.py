@@ -2,12 +2,13 @@
 
 Sessions
 --------
-tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask)
+tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask), tests(jax)
     The same test files, with ``--backend`` set. Extra pytest arguments go
-    after ``--``: ``nox -s "tests(torch)" -- --device cuda -x``. The numpy
-    session also installs JAX, whose arrays are checked with PortableRNG
-    there; the torch session also runs a two-process torch.distributed test,
-    and the dask session a two-worker dask.distributed cluster on loopback.
+    after ``--``: ``nox -s "tests(torch)" -- --device cuda -x``. The torch
+    session also runs a two-process torch.distributed test, the dask session a
+    two-worker dask.distributed cluster on loopback, and the jax session
+    installs flax too (tests/test_jax.py runs the flax module's doctests and
+    the README's JAX examples).
 lint
     ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
     over ``tests/typing_public_api.py``, the public API's types as users see them.
@@ -32,8 +33,8 @@ ANYDROP_CUPY_REQUIREMENT
     What the cupy session installs (default: the cupy wheel matching the
     CUDA driver found).
 ANYDROP_JAX_REQUIREMENT
-    What the numpy session installs for the JAX checks (default ``jax[cpu]``;
-    set it to an empty string to skip them).
+    What the jax session installs (default ``jax[cpu]``; e.g. ``jax[cuda12]``
+    for a GPU).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ import nox
 nox.options.sessions = ["tests", "lint", "build", "mindeps"]
 nox.options.error_on_external_run = True
 
-BACKENDS = ["numpy", "torch", "cupy", "array_api_strict", "dask"]
+BACKENDS = ["numpy", "torch", "cupy", "array_api_strict", "dask", "jax"]
 TORCH = os.environ.get("ANYDROP_TORCH_REQUIREMENT", "torch==2.13.0")
 # timm's drop.py is the reference the torch tests compare against bit for bit.
 # --no-deps: timm's own dependencies (torchvision among them) are not needed to
@@ -97,10 +98,12 @@ def tests(session: nox.Session, backend: str) -> None:
         session.install(TORCH)
         session.install("--no-deps", TIMM)
         # Doctests need numpy and torch together: run the package's and the README's here.
-        extra = ["--doctest-modules", "--doctest-glob=README.md", "anydrop", "tests", "README.md"]
-    elif backend == "numpy" and JAX:
-        # PortableRNG is the one way drop_path accepts JAX arrays; no JAX test backend exists.
-        session.install(JAX)
+        # anydrop/flax.py needs jax and flax: the jax session runs its doctests (tests/test_jax.py).
+        extra = ["--doctest-modules", "--doctest-glob=README.md", "--ignore=anydrop/flax.py"]
+        extra += ["anydrop", "tests", "README.md"]
+    elif backend == "jax":
+        # flax for anydrop.flax; tests/test_jax.py also runs its doctests and the README's JAX scripts.
+        session.install(JAX, "flax")
     elif backend == "array_api_strict":
         session.install("array-api-strict")
     elif backend == "dask":

@@ -53,7 +53,7 @@ def wheel_metadata(wheel: zipfile.ZipFile) -> Message:
 def test_wheel_ships_the_package_typed_and_nothing_else(wheel):
     names = wheel.namelist()
     assert "anydrop/py.typed" in names
-    for module in ("__init__", "_core", "_compat", "_modules", "_schedule", "torch", "__main__"):
+    for module in ("__init__", "_core", "_compat", "_modules", "_schedule", "torch", "flax", "__main__"):
         assert f"anydrop/{module}.py" in names
     top_level = {n.split("/", 1)[0] for n in names}
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"anydrop"}

@@ -81,6 +81,7 @@ def test_scale_by_keep_preserves_the_mean(backend, p):
     assert abs(out.mean() - 2.0) <= SIGMAS * se
 
 
+@pytest.mark.rng_needs("default_rng")
 @pytest.mark.parametrize("scale_by_keep", [True, False])
 def test_drop_prob_one_gives_exact_zeros(backend, scale_by_keep):
     host = np.array([[1.0, -2.0], [np.inf, -np.inf], [np.nan, 3.0]])
@@ -153,6 +154,7 @@ def test_same_seed_same_output_and_seeds_differ(backend):
     assert not np.array_equal(a, c)  # equal masks have probability 2**-64
 
 
+@pytest.mark.rng_needs("advancing_rng")
 def test_generator_advances_and_reproduces(backend):
     x = random_batch(backend, (64, 3))
     gen = make_generator(backend, 11)
@@ -170,6 +172,7 @@ def test_int_seed_is_a_fresh_generator_with_that_seed(backend):
     np.testing.assert_array_equal(by_seed, by_generator)
 
 
+@pytest.mark.rng_needs("default_rng")
 def test_default_rng_draws_valid_masks(backend):
     x = random_batch(backend, (512, 2))
     out = drop_path(x, 0.5, True)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from anydrop import PortableRNG, drop_path
+from conftest import require_rng
 from tests.helpers import scaled
 from tests.test_portable_rng import spec_kept
 
@@ -33,6 +34,8 @@ def _special_batch(backend, dtype: str = "float32", n: int = 64):
 @pytest.mark.parametrize("scale_by_keep", [True, False])
 @pytest.mark.parametrize("rng", ["seed", "portable", "none"])
 def test_drop_prob_one_gives_exact_zeros_for_any_input(backend, axis, scale_by_keep, rng):
+    if rng == "none":
+        require_rng(backend, "default_rng")
     x, _ = _special_batch(backend)
     r = {"seed": 3, "portable": PortableRNG(3), "none": None}[rng]
     out = backend.to_numpy(drop_path(x, 1.0, True, scale_by_keep, axis=axis, rng=r))

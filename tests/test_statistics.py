@@ -49,7 +49,7 @@ import pytest
 from array_api_compat import array_namespace
 
 from anydrop import DropPath, PortableRNG, drop_path, drop_path_add, drop_path_residual
-from conftest import RESIDUAL_GATHERS, make_generator, skip_unsupported
+from conftest import RESIDUAL_GATHERS, make_generator, require_rng, skip_unsupported
 from tests.stats import Acceptance, binomial_acceptance, hoeffding_slack, hypergeometric_acceptance
 
 ALPHA = 1e-6
@@ -115,6 +115,7 @@ def _rng(kind: str, backend, seed: int) -> Any:
     if kind == "portable":
         return PortableRNG(seed)
     if kind == "global":
+        require_rng(backend, "default_rng")
         if backend.name == "torch":
             import torch
 
@@ -261,6 +262,8 @@ def _successive(kind: str, backend, entry: EntryPoint, p: float) -> tuple[np.nda
         branch = backend.asarray(np.full((N, 1), 1.5))
         first, second = (backend.to_numpy(layer(branch))[:, 0] != 0 for _ in range(2))
         return first, second
+    if kind == "generator":
+        require_rng(backend, "advancing_rng")
     rng = _rng(kind, backend, SEED)
     return _kept(backend, entry, p, rng), _kept(backend, entry, p, rng)
 
