@@ -96,6 +96,7 @@ class RNGAdapter:
         """Raise if ``rng`` (a generator of this backend) cannot draw for ``x``."""
 
     def default(self, x: Any) -> Any:
+        """The generator ``rng=None`` draws from; the draw hooks get None for it and call this."""
         return _numpy_default_generator()
 
     def seeded(self, seed: int, x: Any) -> Any:
@@ -106,16 +107,21 @@ class RNGAdapter:
     def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
         """Return 0/1 values of ``dtype`` and ``shape`` on ``x``'s device, 1 with probability ``keep``.
 
-        Positional: drop_path calls it on every call, and keyword arguments
-        cost a measurable share of a call on a tiny array.
+        ``gen`` is what :meth:`resolve` returned: a generator, or None for the
+        default source. Positional: drop_path calls it on every call, and
+        keyword arguments cost a measurable share of a call on a tiny array.
         """
+        if gen is None:
+            gen = self.default(x)
         # Any other namespace has no RNG we can rely on: draw the (small) mask on
         # the host with NumPy and move it over.
         kept = gen.random(shape) < keep
         return xp.astype(xp.asarray(kept, device=device(x)), dtype)
 
     def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
-        """Return uniform [0, 1) floats of ``shape`` on ``x``'s device."""
+        """Return uniform [0, 1) floats of ``shape`` on ``x``'s device (``gen`` as in :meth:`bernoulli`)."""
+        if gen is None:
+            gen = self.default(x)
         return xp.asarray(gen.random(shape), device=device(x))
 
     def multiply(self, x: Any, mask: Any) -> Any:
@@ -141,12 +147,15 @@ class RNGAdapter:
     def resolve(self, rng: object, x: Any, *, create: bool = True) -> Any:
         """Turn the user's ``rng`` into a generator this adapter can draw from.
 
-        With ``create=False`` only validate it: nothing is made (the eval path).
+        None stays None, the default source, which the draw hooks look up
+        themselves: torch and CuPy draw from their global state without a
+        generator object, and drop_path's fast path saves a call. With
+        ``create=False`` only validate ``rng``: nothing is made (the eval path).
         """
         if isinstance(rng, PortableRNG):  # PortableRNG hook: it draws on the host for every backend
             return rng
         if rng is None:
-            return self.default(x) if create else None
+            return None
         if _is_seed(rng):
             seed = _seed(rng)
             return self.seeded(seed, x) if create else None
@@ -168,9 +177,13 @@ class NumPyRNG(RNGAdapter):
     name = "numpy"
 
     def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
+        if gen is None:
+            gen = self.default(x)
         return (gen.random(shape) < keep).astype(dtype)
 
     def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
+        if gen is None:
+            gen = self.default(x)
         return gen.random(shape)
 
     def multiply(self, x: Any, mask: Any) -> Any:
@@ -322,6 +335,8 @@ class DaskRNG(RNGAdapter):
     def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
         import numpy as np
 
+        if gen is None:
+            gen = self.default(x)
         key = int(gen.integers(0, _MAX_SEED, dtype=np.uint64))
         threshold = math.ceil(keep * 2.0**_UNIFORM_BITS)
         (mask,) = _dask_stream_masks(_mix64(key), 0, shape, [threshold], dtype=dtype, x=x)
@@ -473,7 +488,7 @@ class JaxRNG(RNGAdapter):
             )
             return rng
         if rng is None:
-            return self.default(x) if create else None
+            return None  # the draw hooks refuse it: JAX has no default source
         if _is_seed(rng):
             seed = _seed(rng)
             return _JaxKeys(self.seeded(seed, x)) if create else None
@@ -495,11 +510,15 @@ class JaxRNG(RNGAdapter):
     def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
         import jax
 
+        if gen is None:
+            gen = self.default(x)  # raises: there is no default key
         return jax.random.bernoulli(gen.next(), keep, shape).astype(dtype)
 
     def uniform(self, gen: Any, shape: tuple[int, ...], *, x: Any, xp: Any) -> Any:
         import jax
 
+        if gen is None:
+            gen = self.default(x)  # raises: there is no default key
         return jax.random.uniform(gen.next(), shape)
 
 
@@ -695,7 +714,7 @@ def _prepare(
 
 def _mask_shape(shape: tuple[int, ...], axis: object) -> tuple[int, ...]:
     if type(axis) is int and axis == 0 and shape:
-        return (shape[0], *_ONES[len(shape) - 1])
+        return (shape[0],) + _ONES[len(shape) - 1]
     axes = normalize_axis(axis, len(shape))
     return tuple(n if i in axes else 1 for i, n in enumerate(shape))
 
@@ -741,7 +760,7 @@ def _scaled_mask(
             f"{1.0 / keep:.6g} overflows {x.dtype} (max {info.max:g}); pass scale_by_keep=False "
             "or use a wider dtype"
         )
-    gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
+    gen = None if rng is None else adapter.resolve(rng, x)
     dither = _dither(keep, info) if info.eps and scale_by_keep and keep > 0.0 else None
     if dither is not None:
         lo, spacing, frac = dither
@@ -858,7 +877,8 @@ def drop_path(
     info = dtypes.get(x.dtype) or _dtype_info(xp, dtypes, x.dtype)  # type: ignore[attr-defined]
     shape = x.shape  # type: ignore[attr-defined]
     if type(axis) is int and axis == 0 and shape:
-        mask_shape = (shape[0], *_ONES[len(shape) - 1])
+        # Concatenation: fewer bytecodes than unpacking into a tuple.
+        mask_shape = (shape[0],) + _ONES[len(shape) - 1]
     else:
         mask_shape = _mask_shape(shape, axis)
     try:
@@ -876,7 +896,7 @@ def drop_path(
     else:
         # _scaled_mask's common case, inlined: a function call is a tenth of
         # the whole cost of a call on a tiny tensor.
-        gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
+        gen = None if rng is None else adapter.resolve(rng, x)
         if rng is not None and isinstance(gen, PortableRNG):  # PortableRNG hook
             (mask,) = _portable_masks(gen, mask_shape, (keep,), info.mask, x=x, xp=xp)
         else:
@@ -1126,7 +1146,7 @@ def _residual_selection(
     """
     if fixed_size:
         k = _kept_count(n, keep)
-        gen = adapter.default(x) if rng is None else adapter.resolve(rng, x)
+        gen = None if rng is None else adapter.resolve(rng, x)
         # A uniformly random k-subset, from sorting uniforms: argsort is in the
         # standard and has static shapes, unlike a Bernoulli mask.
         order = xp.argsort(_uniform(adapter, gen, (n,), x=x, xp=xp))
