@@ -23,6 +23,9 @@ def test_quick_benchmark_writes_consistent_results(backend, tmp_path, capsys):
         times = case["median_seconds"]
         assert case["reference"] in times
         assert all(math.isfinite(t) and t > 0 for t in times.values())
+        # Every candidate takes every place in the rotating order equally often.
+        assert case["rounds"] >= 1
+        assert case["rounds"] % len(times) == 0
         # Every implementation measured appears as a row of the table.
         for name in times:
             assert f"| {name} |" in table
