@@ -101,6 +101,29 @@ def _sync_on_cpu_generator(device: str) -> Any:
     return synchronized_rng(0, 0, device=device, generator=torch.Generator())
 
 
+def _jax_rng(make: Callable[[Any], Any]) -> Callable[[Any, Any, bool], Any]:
+    """A drop_path call on x with ``rng=make(jax)``."""
+
+    def call(x: Any, backend: Any, training: bool) -> Any:
+        import jax
+
+        return drop_path(x, 0.5, training, rng=make(jax))
+
+    return call
+
+
+def _jax_traced_p(x: Any, backend: Any, training: bool) -> Any:
+    import jax
+
+    return jax.jit(lambda x, p: drop_path(x, p, training, rng=jax.random.key(0)))(x, 0.5)
+
+
+def _jax_layer_key(x: Any, backend: Any, training: bool) -> Any:
+    import jax
+
+    return DropPath(0.5, rng=jax.random.key(0))
+
+
 def _just(make: Callable[[], Any]) -> Callable[[Any, Any, bool], Any]:
     return lambda x, backend, training: make()
 
@@ -166,6 +189,31 @@ CATALOGUE = [
         "rng is a torch.Generator on device cpu, but x is on device meta",
         backends=("torch",),
     ),
+    # JAX keys
+    Bad(
+        "rng array of JAX keys",
+        _jax_rng(lambda jax: jax.random.split(jax.random.key(0), 3)),
+        ValueError,
+        "rng must be a single JAX key, got an array of keys of shape (3,)",
+        ("jax",),
+    ),
+    Bad(
+        "rng uint32 array, no key",
+        _jax_rng(lambda jax: jax.numpy.zeros(3, dtype="uint32")),
+        ValueError,
+        "rng is a uint32 JAX array of shape (3,), not a legacy key",
+        ("jax",),
+    ),
+    Bad(
+        "rng float JAX array",
+        _jax_rng(lambda jax: jax.numpy.zeros(2)),
+        TypeError,
+        "JAX PRNG key",
+        ("jax",),
+    ),
+    Bad("JAX without a key", _dp(), TypeError, "rng is required for JAX arrays", ("jax",), eval_too=False),
+    Bad("JAX traced drop_prob", _jax_traced_p, TypeError, "drop_prob must be a concrete number", ("jax",)),
+    Bad("DropPath JAX key", _jax_layer_key, TypeError, "rng must not be a JAX key", ("jax",)),
     # PortableRNG
     Bad(
         "PortableRNG negative",
