@@ -18,7 +18,7 @@ from ._core import (
     drop_path_residual,
 )
 
-__all__ = ["DropPath", "DropPathConfig", "DropPathResidual", "ResidualConfig"]
+__all__ = ["DropPath", "DropPathConfig", "DropPathResidual", "ResidualConfig", "check_residual_arguments"]
 
 Array = TypeVar("Array")
 
@@ -156,6 +156,14 @@ class DropPath(_TrainEval, DropPathConfig):
         return f"{type(self).__name__}({self._describe()})"
 
 
+def check_residual_arguments(branch: object, axis: object) -> None:
+    """Raise TypeError unless ``branch`` is callable and ``axis`` an int (every residual wrapper's checks)."""
+    if not callable(branch):
+        raise TypeError(f"branch must be callable, got an object of type {type(branch).__name__}")
+    if isinstance(axis, bool) or not isinstance(axis, int):
+        raise TypeError(f"axis must be an int for a residual drop path, got {axis!r}")
+
+
 class ResidualConfig(DropPathConfig):
     """A branch and its drop-path arguments, for residual wrappers of every framework."""
 
@@ -171,10 +179,7 @@ class ResidualConfig(DropPathConfig):
         rng: Any = None,
         fixed_size: bool = False,
     ) -> None:
-        if not callable(branch):
-            raise TypeError(f"branch must be callable, got an object of type {type(branch).__name__}")
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TypeError(f"axis must be an int for a residual drop path, got {axis!r}")
+        check_residual_arguments(branch, axis)
         super().__init__(drop_prob, scale_by_keep, axis=axis, rng=rng)
         self.branch = branch
         self.fixed_size = bool(fixed_size)

@@ -16,6 +16,7 @@ import jax
 from flax import nnx
 
 from ._core import _backend, check_axis_type, check_drop_prob, drop_path, drop_path_residual
+from ._modules import check_residual_arguments
 
 __all__ = ["DropPath", "DropPathResidual"]
 
@@ -221,10 +222,7 @@ class DropPathResidual(_Config):
         rng_collection: str = "dropout",
         rngs: Any = None,
     ) -> None:
-        if not callable(branch):
-            raise TypeError(f"branch must be callable, got an object of type {type(branch).__name__}")
-        if isinstance(axis, bool) or not isinstance(axis, int):
-            raise TypeError(f"axis must be an int for a residual drop path, got {axis!r}")
+        check_residual_arguments(branch, axis)
         self._setup(
             drop_prob,
             scale_by_keep=scale_by_keep,
