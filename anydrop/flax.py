@@ -15,13 +15,10 @@ from typing import Any
 import jax
 from flax import nnx
 
-from ._core import _backend, check_axis_type, check_drop_prob, drop_path, drop_path_residual
+from ._core import check_axis_type, check_drop_prob, drop_path, drop_path_residual
 from ._modules import check_residual_arguments
 
 __all__ = ["DropPath", "DropPathResidual"]
-
-# Register jax.Array's namespace eagerly, outside any trace.
-_backend(jax.numpy.zeros(0))
 
 
 def _stream(rngs: Any, collection: str) -> Any:
