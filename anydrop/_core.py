@@ -234,11 +234,6 @@ class TorchRNG(RNGAdapter):
         ):
             raise ValueError(f"rng is a torch.Generator on device {gdev}, but x is on device {dev}")
 
-    def default(self, x: Any) -> Any:
-        # None makes bernoulli_ use the device's global generator, exactly as
-        # timm does, so torch.manual_seed reproduces timm's masks.
-        return None
-
     def seeded(self, seed: int, x: Any) -> Any:
         import torch
 
@@ -249,6 +244,8 @@ class TorchRNG(RNGAdapter):
     def bernoulli(self, gen: Any, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:  # noqa: PLR0917
         # new_empty, as timm does: same device, one op. Keyword arguments cost a
         # few tenths of a microsecond per call in torch's binding: pass only those needed.
+        # gen None (rng=None): the device's global generator, exactly as timm
+        # draws, so torch.manual_seed reproduces timm's masks.
         mask = x.new_empty(shape) if dtype is x.dtype else x.new_empty(shape, dtype=dtype)
         return mask.bernoulli_(keep) if gen is None else mask.bernoulli_(keep, generator=gen)
 
@@ -283,10 +280,6 @@ class CuPyRNG(RNGAdapter):
                 f"rng is a cupy.random.Generator on device {gdev}, but x is on device {x.device.id}"
             )
 
-    def default(self, x: Any) -> Any:
-        # None means cupy.random's global state, which cupy.random.seed controls.
-        return None
-
     def seeded(self, seed: int, x: Any) -> Any:
         import cupy
 
@@ -297,6 +290,7 @@ class CuPyRNG(RNGAdapter):
         import cupy
 
         with x.device:
+            # gen None (rng=None): cupy.random's global state, which cupy.random.seed controls.
             uniform = cupy.random.random(shape) if gen is None else gen.random(shape)
             return (uniform < keep).astype(dtype)
 
@@ -881,10 +875,11 @@ def drop_path(
         mask_shape = (shape[0],) + _ONES[len(shape) - 1]
     else:
         mask_shape = _mask_shape(shape, axis)
+    # _is_identity, inlined: one call less per call.
     try:
         identity = not training or p == 0.0
-    except TypeError as exc:  # a traced flag: free on the common path
-        raise _not_static("training", training) from exc
+    except TypeError:
+        identity = _is_identity(training, p)  # raises the error that says what to do
     if identity:
         adapter.check(rng, x)
         return x
@@ -910,11 +905,15 @@ def drop_path(
     return adapter.multiply(x, mask)  # type: ignore[no-any-return]
 
 
-def _not_static(name: str, value: object) -> TypeError:
-    return TypeError(
-        f"{name} must be a Python bool, got a {type(value).__name__} without a concrete value; inside "
-        f"jax.jit pass {name} as a static argument (static_argnames), not as a traced one"
-    )
+def _is_identity(training: object, p: float) -> bool:
+    """Whether nothing is dropped; drop_path inlines this, the other entry points call it."""
+    try:
+        return not training or p == 0.0
+    except TypeError as exc:  # a traced flag (jax.jit): free on the common path
+        raise TypeError(
+            f"training must be a Python bool, got a {type(training).__name__} without a concrete value; "
+            "inside jax.jit pass training as a static argument (static_argnames), not as a traced one"
+        ) from exc
 
 
 def _same_namespace(x: Any, other: Any, name: str) -> None:
@@ -974,11 +973,7 @@ def drop_path_add(
     """
     xp, adapter, info, p, mask_shape = _prepare(branch, drop_prob, axis)
     _same_namespace(branch, x, "x")
-    try:
-        identity = not training or p == 0.0
-    except TypeError as exc:  # a traced flag: free on the common path
-        raise _not_static("training", training) from exc
-    if identity:
+    if _is_identity(training, p):
         adapter.check(rng, branch)
         return x + branch  # type: ignore[operator, no-any-return]
     keep = 1.0 - p
@@ -1074,11 +1069,7 @@ def drop_path_residual(
     if isinstance(axis_arg, bool) or not isinstance(axis_arg, numbers.Integral):
         raise TypeError(f"axis must be an int for drop_path_residual, got {axis!r}")
     xp, adapter, info, p, mask_shape = _prepare(x, drop_prob, axis)
-    try:
-        identity = not training or p == 0.0
-    except TypeError as exc:  # a traced flag: free on the common path
-        raise _not_static("training", training) from exc
-    if identity:
+    if _is_identity(training, p):
         adapter.check(rng, x)
         return x + fn(x)  # type: ignore[operator, no-any-return]
     keep = 1.0 - p
