@@ -15,8 +15,8 @@ from typing import Any
 import jax
 from flax import nnx
 
-from ._core import check_axis_type, check_drop_prob, drop_path, drop_path_residual
-from ._modules import check_residual_arguments
+from ._core import drop_path, drop_path_residual
+from ._layers import describe, layer_arguments, residual_arguments
 
 __all__ = ["DropPath", "DropPathResidual"]
 
@@ -45,10 +45,7 @@ class _Config(nnx.Module):
         rng_collection: str,
         rngs: Any,
     ) -> None:
-        self.drop_prob = check_drop_prob(drop_prob)
-        self.scale_by_keep = bool(scale_by_keep)
-        check_axis_type(axis)
-        self.axis = axis
+        self.drop_prob, self.scale_by_keep, self.axis = layer_arguments(drop_prob, scale_by_keep, axis)
         if deterministic is not None and not isinstance(deterministic, bool):
             raise TypeError(
                 f"deterministic must be a bool or None, got {deterministic!r} of type "
@@ -92,6 +89,11 @@ class _Config(nnx.Module):
         """Called by ``nnx.view``: ``deterministic=True`` turns drop path off."""
         if deterministic is not None:
             self.deterministic = deterministic
+
+    def _describe(self, **extra: object) -> str:
+        if self.deterministic is not False:
+            extra["deterministic"] = self.deterministic
+        return describe(self.drop_prob, self.scale_by_keep, self.axis, **extra)
 
 
 class DropPath(_Config):
@@ -163,14 +165,7 @@ class DropPath(_Config):
         return drop_path(x, self.drop_prob, True, self.scale_by_keep, axis=self.axis, rng=self._key(rngs))
 
     def __repr__(self) -> str:
-        text = f"drop_prob={round(self.drop_prob, 3):0.3f}"
-        if not self.scale_by_keep:
-            text += ", scale_by_keep=False"
-        if self.axis != 0:
-            text += f", axis={self.axis!r}"
-        if self.deterministic is not False:
-            text += f", deterministic={self.deterministic!r}"
-        return f"{type(self).__name__}({text})"
+        return f"{type(self).__name__}({self._describe()})"
 
 
 class DropPathResidual(_Config):
@@ -207,6 +202,8 @@ class DropPathResidual(_Config):
     (4, 2)
     """
 
+    axis: int
+
     def __init__(
         self,
         branch: Callable[[Any], Any],
@@ -219,7 +216,7 @@ class DropPathResidual(_Config):
         rng_collection: str = "dropout",
         rngs: Any = None,
     ) -> None:
-        check_residual_arguments(branch, axis)
+        axis = residual_arguments(branch, axis)
         self._setup(
             drop_prob,
             scale_by_keep=scale_by_keep,
@@ -245,3 +242,7 @@ class DropPathResidual(_Config):
             rng=key,
             fixed_size=self.fixed_size,
         )
+
+    def __repr__(self) -> str:
+        extra: dict[str, object] = {} if self.fixed_size else {"fixed_size": False}
+        return f"{type(self).__name__}({self._describe(branch=self.branch, **extra)})"

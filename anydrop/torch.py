@@ -10,14 +10,17 @@ from typing import Any
 
 import torch
 
-from ._core import _MAX_SEED, _backend, _checked_count, _stream_value
-from ._modules import DropPathConfig, ResidualConfig
+from ._core._checks import MAX_SEED, check_count
+from ._core._portable import stream_value
+from ._core.backends import lookup
+from ._core.backends.torch import devices_match
+from ._layers import DropPathConfig, ResidualConfig
 
 __all__ = ["DropPath", "DropPathResidual", "shared_seed", "synchronized_rng"]
 
 # Look up torch.Tensor's namespace now, eagerly: if the first call came inside
 # torch.compile, dynamo would trace array-api-compat's cached type checks.
-_backend(torch.empty(0))
+lookup(torch.empty(0))
 
 
 class DropPath(DropPathConfig, torch.nn.Module):
@@ -173,18 +176,14 @@ def synchronized_rng(
     >>> torch.equal(torch.rand(3, generator=a), torch.rand(3, generator=b))
     True
     """
-    seed = _checked_count(seed, "seed", _MAX_SEED)
-    step = _checked_count(step, "step", None)
+    seed = check_count(seed, "seed", MAX_SEED)
+    step = check_count(step, "step")
     if generator is None:
         generator = torch.Generator(device=device if device is not None else "cpu")
     elif not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generator must be a torch.Generator, got an object of type {type(generator).__name__}"
         )
-    elif device is not None:
-        want, have = torch.device(device), generator.device
-        if want.type != have.type or (
-            want.index is not None and have.index is not None and want.index != have.index
-        ):
-            raise ValueError(f"device is {want}, but generator is on device {have}")
-    return generator.manual_seed(_stream_value(seed, step))
+    elif device is not None and not devices_match(torch.device(device), generator.device):
+        raise ValueError(f"device is {torch.device(device)}, but generator is on device {generator.device}")
+    return generator.manual_seed(stream_value(seed, step))

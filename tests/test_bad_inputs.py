@@ -239,7 +239,7 @@ CATALOGUE = [
         "PortableRNG position",
         _just(lambda: PortableRNG(0, position=-5)),
         ValueError,
-        "position must be an int in non-negative, got -5",
+        "position must be a non-negative int, got -5",
     ),
     # DropPath layers check at construction
     Bad("DropPath p", _just(lambda: DropPath(1.5)), ValueError, "drop_prob must be in [0, 1], got 1.5"),
@@ -253,7 +253,7 @@ CATALOGUE = [
         "sync step negative",
         _sync(0, -2),
         ValueError,
-        "step must be an int in non-negative, got -2",
+        "step must be a non-negative int, got -2",
         ("torch",),
     ),
     Bad("sync step float", _sync(0, 1.5), TypeError, "step must be a non-negative int, got 1.5", ("torch",)),

@@ -53,8 +53,11 @@ def wheel_metadata(wheel: zipfile.ZipFile) -> Message:
 def test_wheel_ships_the_package_typed_and_nothing_else(wheel):
     names = wheel.namelist()
     assert "anydrop/py.typed" in names
-    for module in ("__init__", "_core", "_compat", "_modules", "_schedule", "torch", "flax", "__main__"):
-        assert f"anydrop/{module}.py" in names
+    modules = ["__init__", "__main__", "_layers", "_modules", "_schedule", "torch", "flax", "bench/__init__"]
+    modules += [f"_core/{m}" for m in ("__init__", "_compat", "_api", "_residual", "_checks", "_scale")]
+    modules += [f"_core/backends/{m}" for m in ("__init__", "_base", "numpy", "torch", "jax", "dask")]
+    missing = [m for m in modules if f"anydrop/{m}.py" not in names]
+    assert missing == []
     top_level = {n.split("/", 1)[0] for n in names}
     assert {t for t in top_level if not t.endswith(".dist-info")} == {"anydrop"}
     assert [n for n in names if n.startswith("tests/") or "/tests/" in n] == []
@@ -89,8 +92,8 @@ def test_sdist_carries_sources_tests_and_licence():
         "noxfile.py",
         "conftest.py",
         "anydrop/py.typed",
-        "anydrop/_core.py",
-        "anydrop/_compat.py",
+        "anydrop/_core/__init__.py",
+        "anydrop/_core/_compat.py",
         "tests/test_vendoring.py",
         "tests/vendored_core_checks.py",
     }

@@ -112,13 +112,13 @@ class TestSynchronizedRng:
         assert torch.equal(torch.rand(5, generator=gen), torch.rand(5, generator=fresh))
 
     def test_step_seeds_are_the_portable_stream(self):
-        from anydrop._core import _stream_value
+        from anydrop._core._portable import stream_value
         from anydrop.torch import synchronized_rng
 
-        assert synchronized_rng(7, 3).initial_seed() == _stream_value(7, 3)
+        assert synchronized_rng(7, 3).initial_seed() == stream_value(7, 3)
         # Value 3 of PortableRNG(7)'s stream: what a 4th sample's uniform is made of.
         kept = drop_path(torch.ones(4, 1), 0.5, True, rng=PortableRNG(7))[3, 0] != 0
-        assert bool(kept) == (_stream_value(7, 3) >> 11 < 2**52)
+        assert bool(kept) == (stream_value(7, 3) >> 11 < 2**52)
 
     def test_seeds_up_to_2_64_are_accepted(self):
         from anydrop.torch import synchronized_rng

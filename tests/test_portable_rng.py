@@ -21,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anydrop import DropPath, PortableRNG, drop_path
-from anydrop._core import _portable_masks, _splitmix64_numpy, _splitmix64_python
+from anydrop._core._portable import splitmix64_numpy, splitmix64_python
+from anydrop._core.backends import backend_for
 from tests.helpers import random_batch
 
 _M64 = 2**64 - 1
@@ -92,9 +93,9 @@ def test_splitmix64_matches_its_published_reference_values():
         4593380528125082431,
         16408922859458223821,
     ]
-    assert _splitmix64_python(1234567, 0, 5) == expected
-    assert _splitmix64_numpy(np, 1234567, 0, 5).tolist() == expected
-    assert _splitmix64_python(1234567, 3, 2) == expected[3:]
+    assert splitmix64_python(1234567, 0, 5) == expected
+    assert splitmix64_numpy(np, 1234567, 0, 5).tolist() == expected
+    assert splitmix64_python(1234567, 3, 2) == expected[3:]
 
 
 @settings(max_examples=200, derandomize=True, deadline=None, database=None)
@@ -104,7 +105,7 @@ def test_splitmix64_matches_its_published_reference_values():
     n=st.integers(0, 40),
 )
 def test_numpy_and_pure_python_streams_agree(state, start, n):
-    assert _splitmix64_numpy(np, state, start, n).tolist() == _splitmix64_python(state, start, n)
+    assert splitmix64_numpy(np, state, start, n).tolist() == splitmix64_python(state, start, n)
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64", "complex64", "complex128"])
@@ -151,7 +152,8 @@ def test_nested_masks_share_one_draw(backend):
     # Several probabilities compare the same uniform: a kept mask and a nested one.
     rng = PortableRNG(8)
     x = backend.asarray(np.ones((500, 2)))
-    kept, upper = _portable_masks(rng, (500, 1), (0.6, 0.2), backend.dtype("float32"), x=x, xp=backend.xp)
+    source = backend_for(x).portable_source(rng, x)
+    kept, upper = source.masks((500, 1), (0.6, 0.2), backend.dtype("float32"), x, backend.xp)
     kept, upper = backend.to_numpy(kept)[:, 0], backend.to_numpy(upper)[:, 0]
     u = np.array(spec_uniforms(8, 0, 500))
     np.testing.assert_array_equal(kept, (u < 0.6).astype(np.float32))
@@ -240,7 +242,7 @@ def test_threads_sharing_one_rng_use_disjoint_stretches():
 
 
 def spec_kept_fast(seed: int, position: int, n: int) -> np.ndarray:
-    ints = _splitmix64_numpy(np, _mix(seed), position, n) >> np.uint64(11)
+    ints = splitmix64_numpy(np, _mix(seed), position, n) >> np.uint64(11)
     return ints < np.uint64(2**52)
 
 

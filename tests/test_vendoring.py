@@ -1,13 +1,12 @@
-"""The core can be vendored: two files, copied into another package, work without anydrop.
+"""The core can be vendored: one folder, copied into another package, works without anydrop.
 
-The README's "Vendoring" section tells a library author to copy ``anydrop/_core.py``
-(under any name) and ``anydrop/_compat.py`` next to it, and to point the
-``from array_api_compat import`` / ``from array_api_extra import`` lines of
-``_compat.py`` at their own copies when they vendor those too. These tests hold
-the core to that contract (by reading its imports) and follow the guide: they
-vendor the core into a temporary package ``mylib`` and run
-``tests/vendored_core_checks.py`` against the copy in a fresh interpreter where
-``anydrop`` cannot be imported.
+The vendoring guide tells a library author to copy the folder ``anydrop/_core/``
+(under any name) into their package and, when they vendor array-api-compat
+too, to point the one ``from array_api_compat import`` line of its
+``_compat.py`` at their copy. These tests hold the core to that contract (by
+reading its imports) and follow the guide: they vendor the core into a
+temporary package ``mylib`` and run ``tests/vendored_core_checks.py`` against
+the copy in a fresh interpreter where ``anydrop`` cannot be imported.
 """
 
 from __future__ import annotations
@@ -24,15 +23,21 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-CORE = ROOT / "anydrop" / "_core.py"
-COMPAT = ROOT / "anydrop" / "_compat.py"
+CORE = ROOT / "anydrop" / "_core"
+COMPAT = CORE / "_compat.py"
 CHECKS = Path(__file__).resolve().parent / "vendored_core_checks.py"
 
 # What a vendoring project is expected to have: the core may import these only
 # through the _compat shim, which imports nothing else.
 DEPENDENCIES = ("array_api_compat", "array_api_extra")
-# The RNG adapters import a framework lazily, only once an array of it is seen.
+# The backends import a framework lazily, only once an array of it is seen.
 FRAMEWORKS = ("numpy", "torch", "cupy", "jax", "dask")
+
+
+def _core_files() -> list[Path]:
+    files = sorted(CORE.rglob("*.py"))
+    assert COMPAT in files
+    return files
 
 
 def _imports(path: Path) -> list[ast.Import | ast.ImportFrom]:
@@ -47,15 +52,6 @@ def _top_level_names(node: ast.Import | ast.ImportFrom) -> list[str]:
     return [(node.module or "").partition(".")[0]]
 
 
-def _names_from_compat(path: Path) -> set[str]:
-    return {
-        alias.name
-        for node in _imports(path)
-        if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module == "_compat"
-        for alias in node.names
-    }
-
-
 def _compat_all() -> list[str]:
     tree = ast.parse(COMPAT.read_text(encoding="utf-8"))
     for node in tree.body:
@@ -66,39 +62,47 @@ def _compat_all() -> list[str]:
     raise AssertionError("_compat.py has no __all__")
 
 
-def test_core_imports_only_the_compat_shim_the_standard_library_and_frameworks():
-    for node in _imports(CORE):
-        where = f"_core.py line {node.lineno}"
-        if isinstance(node, ast.ImportFrom) and node.level > 0:
-            assert (node.level, node.module) == (1, "_compat"), (
-                f"{where}: the only relative import allowed is `from ._compat import ...`"
-            )
+def test_core_folder_imports_only_itself_the_standard_library_and_frameworks():
+    for path in _core_files():
+        if path == COMPAT:
             continue
-        for name in _top_level_names(node):
-            assert name != "anydrop", f"{where}: the core must not import the rest of anydrop"
-            assert name not in DEPENDENCIES, (
-                f"{where}: import {name} through the _compat shim, so a vendoring project can redirect it"
-            )
-            assert name in sys.stdlib_module_names or name in FRAMEWORKS, (
-                f"{where}: {name} would be a new dependency for every project that vendors the core"
-            )
+        depth = len(path.relative_to(CORE).parts) - 1  # 0 for the folder's own files
+        for node in _imports(path):
+            where = f"{path.relative_to(ROOT)} line {node.lineno}"
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                assert node.level <= depth + 1, f"{where}: a relative import that leaves the core folder"
+                continue
+            for name in _top_level_names(node):
+                assert name != "anydrop", f"{where}: the core must not import the rest of anydrop"
+                assert name not in DEPENDENCIES, (
+                    f"{where}: import {name} through _compat.py, so a vendoring project can redirect it"
+                )
+                assert name in sys.stdlib_module_names or name in FRAMEWORKS, (
+                    f"{where}: {name} would be a new dependency for every project that vendors the core"
+                )
 
 
 def test_compat_shim_only_re_exports_the_dependencies():
     for node in _imports(COMPAT):
         where = f"_compat.py line {node.lineno}"
-        # The README's guide edits exactly these `from array_api_compat import` lines.
+        # The guide edits exactly these `from array_api_compat import` lines.
         assert isinstance(node, ast.ImportFrom), f"{where}: use `from <dependency> import ...`"
         assert node.level == 0, f"{where}: the shim must not import from anydrop"
         name = (node.module or "").partition(".")[0]
         assert name in (*DEPENDENCIES, "__future__"), f"{where}: the shim imports only {DEPENDENCIES}"
-    exported = _compat_all()
-    missing = sorted(_names_from_compat(CORE) - set(exported))
-    assert missing == [], f"_core.py imports {missing} from _compat, which does not export them"
+    exported = set(_compat_all())
+    for path in _core_files():
+        used = {
+            alias.name
+            for node in _imports(path)
+            if isinstance(node, ast.ImportFrom) and node.level > 0 and (node.module or "").endswith("_compat")
+            for alias in node.names
+        }
+        assert used <= exported, f"{path.name} imports {sorted(used - exported)} from _compat, not exported"
 
 
 def _vendor(site: Path, own_dependencies: bool) -> list[str]:
-    """Follow the README's guide into ``site/mylib``; return the top-level modules that must stay unused.
+    """Follow the guide into ``site/mylib``; return the top-level modules that must stay unused.
 
     With ``own_dependencies`` the project vendors array-api-compat (and
     array-api-extra, if the shim uses it) as scipy does, under ``mylib/_lib``,
@@ -108,10 +112,8 @@ def _vendor(site: Path, own_dependencies: bool) -> list[str]:
     vendored.mkdir(parents=True)
     (site / "mylib" / "__init__.py").write_text('"""A library that vendors anydrop\'s core."""\n')
     (vendored / "__init__.py").write_text("")
-    shutil.copyfile(CORE, vendored / "_drop_path.py")
-    shim = COMPAT.read_text(encoding="utf-8")
+    shutil.copytree(CORE, vendored / "drop_path", ignore=shutil.ignore_patterns("__pycache__"))
     if not own_dependencies:
-        (vendored / "_compat.py").write_text(shim, encoding="utf-8")
         return ["anydrop"]
 
     used = sorted({n for node in _imports(COMPAT) for n in _top_level_names(node)} & set(DEPENDENCIES))
@@ -127,12 +129,16 @@ def _vendor(site: Path, own_dependencies: bool) -> list[str]:
     if "array_api_extra" in used:
         # array-api-extra's own vendoring hook: it imports array-api-compat from here.
         (lib / "_array_api_compat_vendor.py").write_text("from .array_api_compat import *  # noqa: F403\n")
-    # The one edit the guide asks for.
-    shim, edits = re.subn(
-        r"^(\s*)from (array_api_compat|array_api_extra)\b", r"\1from .._lib.\2", shim, flags=re.MULTILINE
+    # The one edit the guide asks for: mylib/_vendored/drop_path/_compat.py -> mylib/_lib.
+    shim = vendored / "drop_path" / "_compat.py"
+    text, edits = re.subn(
+        r"^(\s*)from (array_api_compat|array_api_extra)\b",
+        r"\1from ..._lib.\2",
+        shim.read_text(encoding="utf-8"),
+        flags=re.MULTILINE,
     )
     assert edits >= 1
-    (vendored / "_compat.py").write_text(shim, encoding="utf-8")
+    shim.write_text(text, encoding="utf-8")
     return ["anydrop", *used]
 
 
@@ -173,7 +179,7 @@ def test_vendored_core_runs_without_anydrop(tmp_path, library, own_dependencies)
     (site / "pytest.ini").write_text("[pytest]\nfilterwarnings = error\n")
     env = {
         **os.environ,
-        "VENDORED_CORE": "mylib._vendored._drop_path",
+        "VENDORED_CORE": "mylib._vendored.drop_path",
         "VENDORED_LIBRARY": library,
         "VENDORED_ABSENT": ",".join(absent),
     }

@@ -1,7 +1,7 @@
 """Core behaviour checks, run against a vendored copy of anydrop's core.
 
-``tests/test_vendoring.py`` copies ``anydrop/_core.py`` and ``anydrop/_compat.py``
-into a temporary package under another name, then runs this file with pytest in a
+``tests/test_vendoring.py`` copies the folder ``anydrop/_core/`` into a temporary
+package under another name, then runs this file with pytest in a
 fresh interpreter in which ``anydrop`` cannot be imported. So this file imports
 nothing from anydrop or from the rest of the test suite: the module under test is
 named by the environment variable ``VENDORED_CORE``, the array library by
@@ -70,12 +70,22 @@ def kept_rows(out: Any, x: Any, keep: float, axis: int = 0) -> np.ndarray:
     return same
 
 
-def test_the_module_is_the_vendored_copy(core):
+def test_the_module_is_the_vendored_copy_with_the_public_functions_only(core):
     assert core.__name__ == os.environ["VENDORED_CORE"]
     assert "anydrop" not in Path(core.__file__).parts
-    assert "drop_path" in core.__all__
+    assert sorted(core.__all__) == ["PortableRNG", "drop_path", "drop_path_add", "drop_path_residual"]
     missing = [name for name in core.__all__ if not hasattr(core, name)]
     assert missing == []
+
+
+def test_the_fused_entry_points_and_the_portable_stream(core):
+    x, branch = batch((64, 3)), batch((64, 3)) * 2
+    added = core.drop_path_add(x, branch, 0.5, True, rng=core.PortableRNG(1))
+    expected = to_numpy(x) + to_numpy(core.drop_path(branch, 0.5, True, rng=core.PortableRNG(1)))
+    np.testing.assert_allclose(to_numpy(added), expected, rtol=1e-6)
+    out = core.drop_path_residual(x, lambda t: t * 3, 0.5, True, rng=core.PortableRNG(2))
+    reference = to_numpy(x) + to_numpy(core.drop_path(x * 3, 0.5, True, rng=core.PortableRNG(2)))
+    np.testing.assert_allclose(to_numpy(out), reference, rtol=1e-6)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])

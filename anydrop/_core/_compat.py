@@ -1,10 +1,10 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (c) 2026, the anydrop developers. Part of anydrop; see its LICENSE.
-"""The array-api-compat names anydrop's core uses, in one place.
+"""The array-api-compat names the core uses, in one place.
 
-A project that vendors ``_core.py`` copies this file next to it and changes the
-import below to point at its own array-api-compat (for example
-``from ..array_api_compat import ...``); nothing else in the core needs editing.
+A project that vendors this folder and its own copy of array-api-compat points
+the import below at that copy (for example ``from ..._lib.array_api_compat
+import ...``); nothing else in the folder needs editing.
 """
 
 from array_api_compat import (

@@ -1,0 +1,215 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (c) 2026, the anydrop developers. Part of anydrop; see its LICENSE.
+"""drop_path and drop_path_add: the algorithm, written once against the array API standard.
+
+Nothing here knows which array library it runs on: the namespace comes from
+``array_namespace`` and the random mask from the library's backend object,
+through the mask source that ``rng`` selects.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from ._checks import DtypeInfo, check_drop_prob, dtype_info, mask_shape
+from ._compat import array_namespace
+from ._scale import scaled_mask
+from ._sources import MaskSource
+from .backends import BY_TYPE, Backend, register
+
+__all__ = ["Array", "Axis", "drop_path", "drop_path_add", "is_identity", "prepare", "source_for"]
+
+Array = TypeVar("Array")
+Axis = int | tuple[int, ...]
+
+
+def prepare(
+    x: Any, drop_prob: object, axis: object
+) -> tuple[Any, Backend, DtypeInfo, float, tuple[int, ...]]:
+    """Validate the arguments every entry point shares; return what drawing a mask needs.
+
+    ``(xp, backend, dtype info, drop_prob as a float, mask shape)``. The
+    common cases take the fast paths first: a few microseconds per call matter
+    on tiny arrays.
+    """
+    xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)
+    p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
+    info = dtypes.get(x.dtype) or dtype_info(xp, dtypes, x.dtype)
+    return xp, backend, info, p, mask_shape(x.shape, axis)
+
+
+def is_identity(training: object, p: float) -> bool:
+    """Whether nothing is dropped; a traced ``training`` flag (jax.jit) is a TypeError saying what to do."""
+    try:
+        return not training or p == 0.0
+    except TypeError as exc:
+        raise TypeError(
+            f"training must be a Python bool, got a {type(training).__name__} without a concrete value; "
+            "inside jax.jit pass training as a static argument (static_argnames), not as a traced one"
+        ) from exc
+
+
+def source_for(backend: Backend, rng: object, x: Any) -> MaskSource:
+    """The mask source of ``rng`` for ``x``: the backend's default source for None."""
+    return backend.default_source if rng is None else backend.source(rng, x)
+
+
+def drop_path(
+    x: Array,
+    drop_prob: float = 0.0,
+    training: bool = False,
+    scale_by_keep: bool = True,
+    *,
+    axis: Axis = 0,
+    rng: Any = None,
+) -> Array:
+    """Drop whole samples of ``x`` at random (stochastic depth).
+
+    Each index along ``axis`` is kept with probability ``1 - drop_prob`` and
+    otherwise set to zero across all other axes; kept entries are divided by
+    ``1 - drop_prob`` when ``scale_by_keep`` so that the expected output is
+    ``x``. Positional arguments and defaults match ``timm.layers.drop_path``.
+
+    Parameters
+    ----------
+    x
+        Floating-point array of any array API library (NumPy, PyTorch, CuPy,
+        array-api-strict, ...).
+    drop_prob
+        Probability of dropping each sample, in [0, 1]: a Python or NumPy
+        number, or a 0-d real array.
+    training
+        When false, ``x`` itself is returned.
+    scale_by_keep
+        Divide kept samples by ``1 - drop_prob``.
+    axis
+        Axis or axes along which samples are drawn (negative allowed). The mask
+        is broadcast over the others. ``0`` is per-sample drop path, ``1``
+        suits (seq, batch, dim) layouts and ``()`` drops the whole array at
+        once (torchvision's ``mode="batch"``).
+    rng
+        ``None`` for the backend's default source (torch's global generator, so
+        ``torch.manual_seed`` reproduces timm), an int seed, or a generator of
+        the backend (``numpy.random.Generator``, ``torch.Generator`` on x's
+        device, ``cupy.random.Generator``), which advances, or an
+        :class:`anydrop.PortableRNG` for the same masks on every library. For
+        Dask arrays a seed, a ``numpy.random.Generator`` or None keys a lazy
+        mask chunked like x, the same for any chunking. For JAX arrays: a PRNG key
+        (``jax.random.key`` or a legacy ``jax.random.PRNGKey``), used as given,
+        so split a new one per step; an int seed ``s`` is ``jax.random.key(s)``.
+        JAX has no default source: ``None`` is a ``TypeError`` when training
+        with ``drop_prob > 0``.
+
+    Under ``jax.jit``, ``x`` and the key may be traced, but ``drop_prob``,
+    ``training``, ``scale_by_keep`` and ``axis`` must be static Python values
+    (a traced ``drop_prob`` or ``training`` is a ``TypeError``); ``jax.grad``
+    and ``jax.vmap`` work too.
+
+    Returns
+    -------
+    An array of the namespace, device, shape and dtype of ``x``; ``x`` itself
+    when ``training`` is false or ``drop_prob == 0``. ``x`` is never modified.
+
+    Raises
+    ------
+    TypeError
+        ``x`` is not a floating-point array of a supported library, or
+        ``drop_prob``, ``axis`` or ``rng`` has a wrong type, or a JAX ``x`` is
+        trained without a key.
+    ValueError
+        ``drop_prob`` is outside [0, 1] or NaN, ``axis`` is out of range or
+        repeated, an int ``rng`` is negative, a generator is on another device,
+        ``1 / (1 - drop_prob)`` overflows x's 16-bit dtype, or a Dask ``x``
+        has unknown chunk sizes along a drop axis.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anydrop import drop_path
+    >>> x = np.ones((4, 3))
+    >>> drop_path(x, 0.5, training=True, rng=0)
+    array([[0., 0., 0.],
+           [2., 2., 2.],
+           [2., 2., 2.],
+           [2., 2., 2.]])
+    """
+    xp, backend, info, p, shape = prepare(x, drop_prob, axis)
+    if is_identity(training, p):
+        backend.check(rng, x)
+        return x
+    keep = 1.0 - p
+    source = backend.default_source if rng is None else backend.source(rng, x)
+    mask = scaled_mask(source, keep, shape, info, scale_by_keep, x, xp)
+    if keep == 0.0:
+        # The mask is all zeros, but drawing it advances the generator as timm
+        # does. Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.
+        return xp.where(mask > 0, x, 0)  # type: ignore[no-any-return]
+    return backend.multiply(x, mask)  # type: ignore[no-any-return]
+
+
+def _same_library(x: Any, other: Any, name: str) -> None:
+    if type(other) is not type(x):
+        try:
+            array_namespace(x, other)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be an array of the same array library as x, got an object of type "
+                f"{type(other).__name__} for x of type {type(x).__name__}"
+            ) from None
+
+
+def drop_path_add(
+    x: Array,
+    branch: Array,
+    drop_prob: float = 0.0,
+    training: bool = False,
+    scale_by_keep: bool = True,
+    *,
+    axis: Axis = 0,
+    rng: Any = None,
+) -> Array:
+    """Return ``x + drop_path(branch, ...)``, in one pass over the data where the backend allows.
+
+    The residual add that follows drop path in every block, fused: on PyTorch
+    it is one ``addcmul`` that reads ``x`` and ``branch`` once and writes the
+    result once, where ``x + drop_path(branch)`` makes two passes and a
+    temporary. Masks are drawn from ``rng`` exactly as :func:`drop_path` draws
+    them for ``branch``, so both give the same result for the same seed.
+
+    Parameters
+    ----------
+    x
+        The residual stream; broadcast with ``branch`` as ``x + branch`` would be.
+    branch
+        The branch output that is dropped per sample, an array of x's library.
+    drop_prob, training, scale_by_keep, axis, rng
+        As in :func:`drop_path`; ``axis`` refers to ``branch``'s axes.
+
+    Returns
+    -------
+    A new array ``x + mask * branch``; ``x + branch`` when ``training`` is
+    false or ``drop_prob == 0``. Neither input is modified. Differentiable in
+    PyTorch with respect to both.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anydrop import drop_path_add
+    >>> x, branch = np.zeros((4, 2)), np.ones((4, 2))
+    >>> drop_path_add(x, branch, 0.5, training=True, rng=0)
+    array([[0., 0.],
+           [2., 2.],
+           [2., 2.],
+           [2., 2.]])
+    """
+    xp, backend, info, p, shape = prepare(branch, drop_prob, axis)
+    _same_library(branch, x, "x")
+    if is_identity(training, p):
+        backend.check(rng, branch)
+        return x + branch  # type: ignore[operator, no-any-return]
+    keep = 1.0 - p
+    mask = scaled_mask(source_for(backend, rng, branch), keep, shape, info, scale_by_keep, branch, xp)
+    if keep == 0.0:
+        # Select, not multiply, as in drop_path: an inf or NaN branch adds exact zeros.
+        return x + xp.where(mask > 0, branch, 0)  # type: ignore[no-any-return]
+    return backend.add_product(x, branch, mask)  # type: ignore[no-any-return]

@@ -1,0 +1,180 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (c) 2026, the anydrop developers. Part of anydrop; see its LICENSE.
+"""drop_path_residual: the residual block that runs its branch on the kept samples only."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ._api import Array, is_identity, prepare, source_for
+from ._checks import ONES, DtypeInfo, check_callable, check_sample_axis
+from ._scale import fixed_scales, scaled_mask
+from ._sources import MaskSource
+
+__all__ = ["drop_path_residual"]
+
+
+def drop_path_residual(
+    x: Array,
+    fn: Callable[[Array], Array],
+    drop_prob: float = 0.0,
+    training: bool = False,
+    scale_by_keep: bool = True,
+    *,
+    axis: int = 0,
+    rng: Any = None,
+    fixed_size: bool = False,
+) -> Array:
+    """Return ``x + drop_path(fn(x), ...)`` in distribution, calling ``fn`` on the kept samples only.
+
+    Stochastic depth skips a residual branch for the dropped samples, so there
+    is no need to compute it for them: the kept samples (selected along
+    ``axis``) are gathered, passed through ``fn`` and their scaled result is
+    added back into ``x``; dropped samples pass through as ``x``. At
+    ``drop_prob=0.5`` the branch costs about half, forward and backward.
+
+    ``fn`` must treat samples along ``axis`` independently, as a per-token MLP
+    or attention over each sample does: a branch with batch statistics (a
+    BatchNorm in training mode) sees a smaller batch and gives other results.
+    It must return an array of its input's shape.
+
+    Parameters
+    ----------
+    x
+        Input of the residual block, a floating-point array of any supported library.
+    fn
+        The residual branch, called as ``fn(kept)`` on an array shaped like ``x``
+        but with only the kept samples along ``axis``.
+    drop_prob, training, scale_by_keep, rng
+        As in :func:`drop_path`; the mask is the same one ``drop_path`` would
+        draw for ``x`` with the same ``rng`` (when ``fixed_size`` is false).
+    axis
+        The one sample axis (an int).
+    fixed_size
+        False (default): each sample is kept independently with probability
+        ``1 - drop_prob`` (as in :func:`drop_path`), so the number kept varies
+        from call to call: a data-dependent shape, which costs a host sync on
+        GPUs, a graph break under ``torch.compile`` and cannot be captured in
+        CUDA graphs. True: exactly ``k = round(n * (1 - drop_prob))`` samples
+        (at least 1) are kept, chosen uniformly at random, and scaled by
+        ``n / k`` (DINOv2's ``drop_add_residual_stochastic_depth``): static
+        shapes for compilers, CUDA graphs and ``jax.jit``. Both are unbiased.
+        Under ``jax.jit`` (or ``vmap``) the default is a ``TypeError`` asking
+        for ``fixed_size=True``; eager JAX calls support both.
+
+    Returns
+    -------
+    A new array; ``x + fn(x)`` when ``training`` is false or ``drop_prob == 0``;
+    ``x`` itself when ``drop_prob == 1`` (``fn`` is not called). If by chance
+    no sample is kept, ``fn`` is called on an empty batch. Neither ``x`` nor
+    anything else is modified. Gradients flow to ``x`` and to ``fn``'s
+    parameters.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from anydrop import drop_path_residual
+    >>> x = np.ones((4, 2))
+    >>> calls = []
+    >>> def branch(a):
+    ...     calls.append(a.shape[0])
+    ...     return 10 * a
+    >>> drop_path_residual(x, branch, 0.5, training=True, rng=0)
+    array([[ 1.,  1.],
+           [21., 21.],
+           [21., 21.],
+           [21., 21.]])
+    >>> calls  # the branch ran on the 3 kept samples only
+    [3]
+    """
+    check_callable(fn, "fn")
+    ax = check_sample_axis(axis)
+    xp, backend, info, p, shape = prepare(x, drop_prob, ax)
+    if is_identity(training, p):
+        backend.check(rng, x)
+        return x + fn(x)  # type: ignore[operator, no-any-return]
+    keep = 1.0 - p
+    ndim = len(shape)
+    ax %= ndim
+    n = x.shape[ax]  # type: ignore[attr-defined]
+    source = source_for(backend, rng, x)
+    if keep == 0.0 or n == 0:
+        # Draw as drop_path does, so that the generator advances the same way.
+        scaled_mask(source, keep, shape, info, scale_by_keep, x, xp)
+        return x
+    if backend.residual_refusal is not None:
+        raise TypeError(backend.residual_refusal)
+    if fixed_size:
+        idx, position, scales = _fixed_subset(source, keep, n, info, scale_by_keep, x, xp)
+    else:
+        idx, position, scales = _bernoulli_subset(source, keep, n, info, scale_by_keep, x, xp)
+    branch_in = xp.take(x, idx, axis=ax)
+    y: Any = fn(branch_in)
+    if getattr(y, "shape", None) != branch_in.shape:
+        raise ValueError(
+            f"fn must return an array of its input's shape {tuple(branch_in.shape)}, "
+            f"got {getattr(y, 'shape', type(y).__name__)}"
+        )
+    if isinstance(scales, float):
+        scaled = y * scales if scales != 1.0 else y
+    else:
+        scaled = y * xp.reshape(scales, (-1, *ONES[ndim - 1 - ax]))
+    # Put the k results back in place with a gather rather than a scatter:
+    # `position` is, per sample, 0 if dropped and r + 1 for the r-th kept one,
+    # and row 0 of `padded` is zeros. take() is in the standard, keeps static
+    # shapes for fixed_size, and its gradient is the backend's scatter-add;
+    # integer-array setitem is neither standard nor static-shaped.
+    # zeros_like of a slice rather than zeros(..., device=device(x)): no device
+    # lookup, which torch.compile would trace through array-api-compat.
+    zero = xp.zeros_like(xp.take(x, xp.zeros_like(position[:1]), axis=ax), dtype=scaled.dtype)
+    padded = xp.concat((zero, scaled), axis=ax)
+    return x + xp.take(padded, position, axis=ax)  # type: ignore[no-any-return]
+
+
+def _kept_count(n: int, keep: float) -> int:
+    return min(n, max(1, round(n * keep)))
+
+
+def _fixed_subset(  # noqa: PLR0917
+    source: MaskSource, keep: float, n: int, info: DtypeInfo, scale_by_keep: bool, x: Any, xp: Any
+) -> tuple[Any, Any, Any]:
+    """A uniformly random subset of exactly k samples: their indices, each sample's place, the scales.
+
+    ``position`` is, per sample, 0 if dropped and r + 1 for the r-th kept one;
+    the scales are a float or one value per kept sample.
+    """
+    k = _kept_count(n, keep)
+    # From sorting uniforms: argsort is in the standard and has static shapes,
+    # unlike a Bernoulli mask.
+    order = xp.argsort(source.uniform((n,), x, xp))
+    idx = order[:k]
+    # Sample order[j] is the j-th kept one; argsort(order) inverts the permutation.
+    rank = xp.argsort(order)
+    position = xp.where(rank < k, rank + 1, xp.zeros_like(rank))
+    scale = n / k if scale_by_keep else 1.0
+    return idx, position, fixed_scales(source, scale, k, info, x, xp)
+
+
+def _bernoulli_subset(  # noqa: PLR0917
+    source: MaskSource, keep: float, n: int, info: DtypeInfo, scale_by_keep: bool, x: Any, xp: Any
+) -> tuple[Any, Any, Any]:
+    """The samples drop_path's own mask keeps, as :func:`_fixed_subset` returns them."""
+    mask = scaled_mask(source, keep, (n,), info, scale_by_keep, x, xp)
+    kept = mask > 0
+    try:
+        (idx,) = xp.nonzero(kept)
+    except TypeError as exc:  # e.g. jax.numpy.nonzero on a tracer: the count is data-dependent
+        raise TypeError(
+            "drop_path_residual with fixed_size=False sizes the kept batch from the mask, which "
+            f"needs concrete values, and x is a {type(x).__name__} (inside jax.jit or vmap?); "
+            "pass fixed_size=True for static shapes"
+        ) from exc
+    # Kept samples first, each group in index order; the inverse permutation
+    # gives each kept sample its place among them (argsort rather than
+    # cumulative_sum, which array-api-compat wraps in a namespace lookup).
+    order = xp.argsort(xp.astype(kept, xp.int8), descending=True, stable=True)
+    rank = xp.argsort(order)
+    position = xp.where(kept, rank + 1, xp.zeros_like(rank))
+    scales = xp.take(mask, idx) if scale_by_keep else 1.0
+    return idx, position, scales

@@ -1,0 +1,99 @@
+# SPDX-License-Identifier: BSD-3-Clause
+# Copyright (c) 2026, the anydrop developers. Part of anydrop; see its LICENSE.
+"""The scaled mask, and the unbiased rounding of its scale in 16-bit floats.
+
+bfloat16 holds 1/0.9 as 1.109375, 0.16% low: scaling every kept sample by it
+biases them all the same way. Instead each kept sample's scale is ``lo`` or
+the next representable value ``lo + spacing``, the latter with probability
+``frac``, so that the expected scale is exactly ``1 / keep``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ._checks import DtypeInfo
+from ._sources import MaskSource
+
+__all__ = ["dither", "fixed_scales", "scaled_mask"]
+
+
+def dither(keep: float, info: DtypeInfo) -> tuple[float, float, float] | None:
+    """How to round ``1 / keep`` to a 16-bit float without bias: ``(lo, spacing, frac)``.
+
+    None if no rounding is needed: ``1 / keep`` is exact in the dtype (keep =
+    0.5, ...), or its upper neighbour would be inf, when it is rounded to
+    nearest as timm does.
+    """
+    scale = 1.0 / keep
+    _, exponent = math.frexp(scale)  # scale is in [2**(exponent-1), 2**exponent)
+    spacing = info.eps * 2.0 ** (exponent - 1)
+    lo = math.floor(scale / spacing) * spacing
+    frac = (scale - lo) / spacing
+    if frac == 0.0 or lo + spacing > info.max:
+        return None
+    return lo, spacing, frac
+
+
+def scaled_mask(  # noqa: PLR0917
+    source: MaskSource,
+    keep: float,
+    shape: tuple[int, ...],
+    info: DtypeInfo,
+    scale_by_keep: bool,
+    x: Any,
+    xp: Any,
+) -> Any:
+    """The mask of ``shape``: 0 for dropped samples, the scale (or 1) for kept ones.
+
+    Drawn as timm draws it (a Bernoulli mask divided by ``keep`` in x's
+    dtype), so ``torch.manual_seed`` reproduces timm's masks bit for bit
+    wherever the scale is exact or the dtype is 32/64-bit.
+    """
+    if info.eps and scale_by_keep and keep > 0.0:
+        return _unbiased_16_bit_mask(source, keep, shape, info, x, xp)
+    mask = source.bernoulli(keep, shape, info.mask, x, xp)
+    if scale_by_keep and keep > 0.0:
+        # In place on our own small mask: scale it, not the big array.
+        mask /= keep
+    return mask
+
+
+def _unbiased_16_bit_mask(  # noqa: PLR0917
+    source: MaskSource, keep: float, shape: tuple[int, ...], info: DtypeInfo, x: Any, xp: Any
+) -> Any:
+    if 1.0 / keep > info.max:
+        # (float32 overflows for no keep a float64 drop_prob can give.) An inf
+        # scale would turn zeros into NaN.
+        raise ValueError(
+            f"drop_prob={1.0 - keep:.6g} is too close to 1 for {x.dtype}: the scale 1/keep = "
+            f"{1.0 / keep:.6g} overflows {x.dtype} (max {info.max:g}); pass scale_by_keep=False "
+            "or use a wider dtype"
+        )
+    rounding = dither(keep, info)
+    if rounding is None:
+        mask = source.bernoulli(keep, shape, info.mask, x, xp)
+        mask /= keep
+        return mask
+    lo, spacing, frac = rounding
+    kept, upper = source.bernoulli_pair(keep, frac, shape, info.mask, x, xp)
+    # Both scales are exact in the dtype, and so is every product here. In
+    # place: the mask then costs the two allocations of its draws.
+    upper *= spacing
+    upper += lo
+    kept *= upper
+    return kept
+
+
+def fixed_scales(  # noqa: PLR0917
+    source: MaskSource, scale: float, k: int, info: DtypeInfo, x: Any, xp: Any
+) -> Any:
+    """The scales ``n / k`` of the fixed-size residual: a float, or k values that average to it (16-bit)."""
+    rounding = dither(1.0 / scale, info) if info.eps and scale != 1.0 else None
+    if rounding is None:
+        return scale
+    lo, spacing, frac = rounding
+    # All k samples are kept: the upper value is taken with probability frac.
+    upper = xp.astype(source.uniform((k,), x, xp) < frac, info.mask)
+    return upper * spacing + lo
