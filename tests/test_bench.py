@@ -37,3 +37,4 @@ def test_quick_benchmark_writes_consistent_results(backend, tmp_path, capsys):
         assert data["bias"]
         for row in data["bias"]:
             assert abs(row["anydrop"]) <= 2e-4
+    assert "| classic two-pass |" in table
