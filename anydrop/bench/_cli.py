@@ -6,6 +6,7 @@ import argparse
 import json
 import math
 import pathlib
+import shlex
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -14,7 +15,7 @@ import anydrop
 
 from ._array_cases import array_cases
 from ._measure import Case, machine, measure, reuse_freed_memory
-from ._report import markdown, plot, records
+from ._report import headline, markdown, plot, records
 from ._torch_cases import bias_table, torch_cases
 
 _BACKENDS = "numpy,torch"
@@ -52,6 +53,26 @@ def _mlp_repeats(repeats: int) -> int:
     return max(3, repeats // 3)
 
 
+def _command(args: argparse.Namespace, backends: Sequence[str]) -> str:
+    """The command line of this run, without ``--out``: the options that shape the measurements.
+
+    Options left at their defaults are left out, and the rest come in the
+    order ``--help`` lists them, so one run has one name however it was typed.
+    """
+    words = ["python", "-m", "anydrop.bench"]
+    if ",".join(backends) != _BACKENDS:
+        words += ["--backends", ",".join(backends)]
+    if args.device != "cpu":
+        words += ["--device", args.device]
+    if args.quick:
+        words.append("--quick")
+    if args.repeats is not None:
+        words += ["--repeats", str(args.repeats)]
+    if args.malloc != "default":
+        words += ["--malloc", args.malloc]
+    return shlex.join(words)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -61,7 +82,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--quick", action="store_true", help="small shapes and few repeats (a smoke run)")
     parser.add_argument("--repeats", type=int, default=None, help="timed samples per implementation")
-    parser.add_argument("--out", default="bench-results", help="folder for results.md, .json and .png")
+    parser.add_argument(
+        "--out", default="bench-results", help="folder for results.md, .json, .png and headline.md"
+    )
     parser.add_argument(
         "--malloc",
         choices=("default", "reuse"),
@@ -92,8 +115,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text, encoding="utf-8")
-    summary = {"machine": header, "cases": records(cases), "bias": bias}
-    (out / "results.json").write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    summary = {"machine": header, "command": _command(args, backends), "cases": records(cases), "bias": bias}
+    summary_json = json.dumps(summary, indent=1)
+    (out / "results.json").write_text(summary_json, encoding="utf-8")
+    # From the JSON text, not the dict: what headline.md says is what results.json re-renders to.
+    (out / "headline.md").write_text(headline(json.loads(summary_json)), encoding="utf-8")
     if plot(cases, out / "results.png"):
         print(f"wrote {out / 'results.png'}", file=sys.stderr)
     else:
