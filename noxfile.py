@@ -20,7 +20,7 @@ mindeps
     The NumPy tests with anydrop's dependencies at the lowest versions
     ``pyproject.toml`` allows.
 bench
-    ``python -m anydrop.bench``: anydrop, timm, the seed's two-pass version and
+    ``python -m anydrop.bench``: anydrop, timm, the classic two-pass version and
     the one-pass memory limit side by side (minutes; not in the default run).
     Its arguments go after ``--``: ``nox -s bench -- --quick``.
 

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
+import io
 import json
 import math
+import re
 
 import pytest
 
@@ -11,12 +15,35 @@ from anydrop import bench
 
 pytestmark = pytest.mark.backends("numpy", "torch")
 
+TINY, VIT, CNN, BWD = (
+    "drop_path fwd, tiny",
+    "drop_path fwd, ViT",
+    "drop_path fwd, CNN",
+    "drop_path fwd+bwd, ViT",
+)
+ADD, MLP = "residual add fwd, ViT", "MLP residual p=0.5 fwd+bwd, ViT"
+CLASSIC = "classic two-pass"
 
-def test_quick_benchmark_writes_consistent_results(backend, tmp_path, capsys):
-    status = bench.main(["--quick", "--repeats", "1", "--backends", backend.name, "--out", str(tmp_path)])
+TOPIC = re.compile(r"- ([^,]+), ([^\s,]+)")
+RATIO = re.compile(r"(\d+\.\d\d)x")
+OF_LIMIT = re.compile(r"(\d+\.\d\d) of the one-pass limit")
+BIAS = re.compile(r"[+-]\d\.\de[+-]\d\d")
+
+
+@pytest.fixture(scope="module")
+def quick_run(backend, tmp_path_factory):
+    """One quick run on the backend under test: its exit status, its output folder and what it printed."""
+    out = tmp_path_factory.mktemp("bench")
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        status = bench.main(["--quick", "--repeats", "1", "--backends", backend.name, "--out", str(out)])
+    return status, out, printed.getvalue()
+
+
+def test_quick_benchmark_writes_consistent_results(backend, quick_run):
+    status, tmp_path, printed = quick_run
     assert status == 0
     table = (tmp_path / "results.md").read_text(encoding="utf-8")
-    assert table == capsys.readouterr().out.strip("\n") + "\n"
+    assert table == printed.strip("\n") + "\n"
     data = json.loads((tmp_path / "results.json").read_text())
     assert data["cases"]
     for case in data["cases"]:
@@ -30,10 +57,183 @@ def test_quick_benchmark_writes_consistent_results(backend, tmp_path, capsys):
         for name in times:
             assert f"| {name} |" in table
     groups = {c["group"] for c in data["cases"]}
-    assert "residual add fwd, ViT" in groups
+    assert ADD in groups
+    assert f"| {CLASSIC} |" in table
     if backend.name == "torch":
-        assert "MLP residual p=0.5 fwd+bwd, ViT" in groups
+        assert MLP in groups
         # The unbiased 16-bit scale, measured by the benchmark itself.
         assert data["bias"]
         for row in data["bias"]:
             assert abs(row["anydrop"]) <= 2e-4
+
+    # headline.md is the headline of results.json, and names the run.
+    headline = (tmp_path / "headline.md").read_text(encoding="utf-8")
+    assert headline == bench.headline(data)
+    assert data["command"] == f"python -m anydrop.bench --backends {backend.name} --quick --repeats 1"
+    first, blank, *bullets = headline.splitlines()
+    assert first == f"From one run of `{data['command']}`: {data['machine']}"
+    assert blank == ""
+    _assert_figures_match(bullets, _expected_bullets(data))
+
+
+def test_headline_leaves_out_what_the_run_did_not_measure(backend, quick_run):
+    data = json.loads((quick_run[1] / "results.json").read_text())
+    kept = copy.deepcopy(data)
+    full = bench.headline(data)
+    assert data == kept  # headline reads its argument and nothing else
+    assert bench.headline(kept) == full
+
+    trimmed = copy.deepcopy(data)
+    gone = MLP if backend.name == "torch" else TINY
+    trimmed["cases"] = [c for c in data["cases"] if c["group"] != gone]
+    expected = _expected_bullets(trimmed)
+    _assert_figures_match(bench.headline(trimmed).splitlines()[2:], expected)
+    if backend.name == "torch":
+        assert "drop_path_residual" not in bench.headline(trimmed)
+        assert len(expected) == len(full.splitlines()[2:]) - 1
+    else:
+        assert "per-call" not in bench.headline(trimmed)
+
+    nothing = {**data, "cases": [], "bias": []}
+    assert bench.headline(nothing) == full.splitlines()[0] + "\n"
+
+
+def _assert_figures_match(bullets, expected):
+    """The bullets are about what ``expected`` says, with its ratios, limits and biases, in order."""
+    assert [_topic(b) for b in bullets] == [_topic(e) for e in expected]
+    for bullet, want in zip(bullets, expected, strict=True):
+        assert RATIO.findall(bullet) == RATIO.findall(want), bullet
+        assert OF_LIMIT.findall(bullet) == OF_LIMIT.findall(want), bullet
+        assert BIAS.findall(bullet) == BIAS.findall(want), bullet
+
+
+def _topic(bullet):
+    """The library and the first word after it: what a bullet is about."""
+    match = TOPIC.match(bullet)
+    assert match is not None, bullet
+    return match.groups()
+
+
+def _expected_bullets(data):
+    """Each headline bullet's topic and figures, computed here from ``data``, for the cases it holds."""
+    cases = {(c["backend"].split(" ")[0], c["group"], c["dtype"]): c["median_seconds"] for c in data["cases"]}
+
+    def ratio(library, group, dtype, name, reference):
+        times = cases[library, group, dtype]
+        return f"{times[name] / times[reference]:.2f}x"
+
+    def of_limit(library, group, dtype):
+        times = cases[library, group, dtype]
+        return f"{times['one-pass limit'] / times['anydrop']:.2f} of the one-pass limit"
+
+    def drop_path(dtype):
+        return " ".join(
+            f"{ratio('torch', group, dtype, 'anydrop', 'timm')} {of_limit('torch', group, dtype)}"
+            for group in (VIT, CNN, BWD)
+        )
+
+    bullets = []
+    if ("torch", TINY, "float32") in cases:
+        (bf16,) = [row for row in data["bias"] if row["dtype"] == "bfloat16" and row["drop_prob"] == 0.1]
+        add = [
+            ratio("torch", ADD, dtype, "anydrop.drop_path_add", "x + timm")
+            for dtype in ("float32", "bfloat16")
+        ]
+        bullets += [
+            f"- PyTorch (cpu), per-call {ratio('torch', TINY, 'float32', 'anydrop', 'timm')}",
+            f"- PyTorch (cpu), float32 {drop_path('float32')}",
+            f"- PyTorch (cpu), `drop_path_add` {' '.join(add)}",
+        ]
+        if ("torch", MLP, "float32") in cases:
+            residual = ratio("torch", MLP, "float32", "drop_path_residual", "x + timm(mlp(x))")
+            fixed = ratio("torch", MLP, "float32", "drop_path_residual fixed_size", "x + timm(mlp(x))")
+            bullets.append(f"- PyTorch (cpu), `drop_path_residual` {residual} {fixed}")
+        bullets.append(
+            f"- PyTorch (cpu), bfloat16 {drop_path('bfloat16')} {bf16['anydrop']:+.1e} {bf16['timm']:+.1e}"
+        )
+    if ("numpy", VIT, "float32") in cases:
+        vit = f"{ratio('numpy', VIT, 'float32', 'anydrop', CLASSIC)} {of_limit('numpy', VIT, 'float32')}"
+        if ("numpy", TINY, "float32") in cases:
+            bullets.append(f"- NumPy, per-call {ratio('numpy', TINY, 'float32', 'anydrop', CLASSIC)} {vit}")
+        else:
+            bullets.append(f"- NumPy, float32 {vit}")
+    return bullets
+
+
+def _record(backend, group, dtype, shape, times, *, limit=None):
+    return {
+        "group": group,
+        "backend": backend,
+        "dtype": dtype,
+        "shape": shape,
+        "limit": limit,
+        "median_seconds": times,
+    }
+
+
+@pytest.mark.backends("numpy")  # no array library runs: one run is enough
+def test_headline_text_from_a_summary():
+    t = {"timm": 2e-3, CLASSIC: 4e-3, "one-pass limit": 1.6e-3, "anydrop": 2.4e-3}
+    summary = {
+        "command": "python -m anydrop.bench --malloc reuse",
+        "machine": "anydrop 0.1.0 benchmark: a machine",
+        "cases": [
+            _record("torch cpu", TINY, "float32", [2, 4], {"timm": 2e-5, CLASSIC: 4e-5, "anydrop": 2.2e-5}),
+            _record("torch cpu", VIT, "float32", [64, 197, 768], t, limit="one-pass limit"),
+            _record(
+                "torch cpu", ADD, "float32", [64, 197, 768], {"x + timm": 4e-3, "anydrop.drop_path_add": 2e-3}
+            ),
+            _record("torch cpu", VIT, "bfloat16", [64, 197, 768], t, limit="one-pass limit"),
+            _record(
+                "torch cpu",
+                ADD,
+                "bfloat16",
+                [64, 197, 768],
+                {"x + timm": 4e-3, "anydrop.drop_path_add": 3e-3},
+            ),
+            _record(
+                "torch cpu",
+                MLP,
+                "float32",
+                [64, 197, 768],
+                {"x + timm(mlp(x))": 2.0, "drop_path_residual": 1.0, "drop_path_residual fixed_size": 1.1},
+            ),
+            _record(
+                "numpy", TINY, "float32", [2, 4], {CLASSIC: 5e-6, "one-pass limit": 1e-6, "anydrop": 8e-6}
+            ),
+            _record("numpy", VIT, "float32", [64, 197, 768], t, limit="one-pass limit"),
+        ],
+        "bias": [
+            {"dtype": "bfloat16", "drop_prob": 0.1, "n": 100, "timm": -1.6e-3, "anydrop": 3.3e-6},
+            {"dtype": "float16", "drop_prob": 0.1, "n": 100, "timm": 2e-4, "anydrop": 1e-7},
+        ],
+    }
+    assert bench.headline(summary) == (
+        "From one run of `python -m anydrop.bench --malloc reuse`: anydrop 0.1.0 benchmark: a machine\n"
+        "\n"
+        "- PyTorch (cpu), per-call cost on a `(2, 4)` float32 tensor: 1.10x timm's time"
+        " (22.0 us against 20.0 us);\n"
+        "- PyTorch (cpu), float32 `(64, 197, 768)`: 1.20x timm's time, 0.67 of the one-pass limit;\n"
+        "- PyTorch (cpu), `drop_path_add` on `(64, 197, 768)`: 0.50x the time of"
+        " `x + timm.drop_path(branch)` (float32), 0.75x (bfloat16);\n"
+        "- PyTorch (cpu), `drop_path_residual`, MLP 768 -> 3072 -> 768 on `(64, 197, 768)` at"
+        " `drop_prob=0.5`, forward and backward: 0.50x the time of `x + timm.drop_path(mlp(x))`,"
+        " 0.55x with `fixed_size=True`;\n"
+        "- PyTorch (cpu), bfloat16 `(64, 197, 768)`: 1.20x timm's time, 0.67 of the one-pass limit;"
+        " mean scale bias at `drop_prob=0.1`: +3.3e-06 against timm's -1.6e-03;\n"
+        "- NumPy, per-call cost on a `(2, 4)` float32 array: 1.60x the classic two-pass version's time"
+        " (8.0 us against 5.0 us); float32 `(64, 197, 768)`: 0.60x, 0.67 of the one-pass limit.\n"
+    )
+    # A run without timm: the PyTorch bullets, all against timm, are left out.
+    for record in summary["cases"]:
+        record["median_seconds"] = {
+            name: t for name, t in record["median_seconds"].items() if "timm" not in name
+        }
+    for row in summary["bias"]:
+        del row["timm"]
+    assert bench.headline(summary) == (
+        "From one run of `python -m anydrop.bench --malloc reuse`: anydrop 0.1.0 benchmark: a machine\n"
+        "\n"
+        "- NumPy, per-call cost on a `(2, 4)` float32 array: 1.60x the classic two-pass version's time"
+        " (8.0 us against 5.0 us); float32 `(64, 197, 768)`: 0.60x, 0.67 of the one-pass limit.\n"
+    )

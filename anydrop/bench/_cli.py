@@ -1,0 +1,127 @@
+"""``run`` measures every case; ``main`` is ``python -m anydrop.bench`` and writes the results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import pathlib
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anydrop
+
+from ._array_cases import array_cases
+from ._measure import Case, machine, measure, reuse_freed_memory
+from ._report import headline, markdown, plot, records
+from ._torch_cases import bias_table, torch_cases
+
+_BACKENDS = "numpy,torch"
+
+
+def run(
+    backends: Sequence[str] = ("numpy", "torch"),
+    *,
+    quick: bool = False,
+    repeats: int = 15,
+    warmup: int = 3,
+    device: str = "cpu",
+) -> tuple[list[Case], list[dict[str, Any]]]:
+    """Measure every case for ``backends``; return the cases (with results) and the bias rows."""
+    cases: list[Case] = []
+    bias: list[dict[str, Any]] = []
+    if "torch" in backends:
+        import torch
+
+        torch.manual_seed(0)
+        cases += torch_cases(torch, device, quick)
+        bias = bias_table(torch, device, n=200_000 if quick else 2_000_000)
+    for name in ("numpy", "cupy"):
+        if name in backends:
+            cases += array_cases(name, quick)
+    for case in cases:
+        reps = _mlp_repeats(repeats) if case.group.startswith("MLP") else repeats
+        measure(case, reps, warmup if not case.group.startswith("MLP") else 1, 0.002 if quick else 0.02)
+        print(f"measured: {case.group} [{case.backend} {case.dtype}]", file=sys.stderr, flush=True)
+    return cases, bias
+
+
+def _mlp_repeats(repeats: int) -> int:
+    # The MLP case takes seconds per call: fewer repeats keep the run short.
+    return max(3, repeats // 3)
+
+
+def _command(args: argparse.Namespace, backends: Sequence[str]) -> str:
+    """The command line of this run, without ``--out``: the options that shape the measurements.
+
+    Options left at their defaults are left out, and the rest come in the
+    order ``--help`` lists them, so one run has one name however it was typed.
+    """
+    words = ["python", "-m", "anydrop.bench"]
+    if ",".join(backends) != _BACKENDS:
+        words += ["--backends", ",".join(backends)]
+    if args.device != "cpu":
+        words += ["--device", args.device]
+    if args.quick:
+        words.append("--quick")
+    if args.repeats is not None:
+        words += ["--repeats", str(args.repeats)]
+    if args.malloc != "default":
+        words += ["--malloc", args.malloc]
+    return shlex.join(words)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m anydrop.bench", description="Side-by-side benchmark: ``python -m anydrop.bench``."
+    )
+    parser.add_argument("--backends", default=_BACKENDS, help="comma-separated: numpy,torch,cupy")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    parser.add_argument("--quick", action="store_true", help="small shapes and few repeats (a smoke run)")
+    parser.add_argument("--repeats", type=int, default=None, help="timed samples per implementation")
+    parser.add_argument(
+        "--out", default="bench-results", help="folder for results.md, .json, .png and headline.md"
+    )
+    parser.add_argument(
+        "--malloc",
+        choices=("default", "reuse"),
+        default="default",
+        help="'reuse' keeps freed large buffers in the heap (glibc), so large outputs do not page-fault",
+    )
+    args = parser.parse_args(argv)
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    unknown = set(backends) - {"numpy", "torch", "cupy"}
+    if unknown:
+        parser.error(f"--backends: unknown backend(s) {sorted(unknown)}")
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 15)
+    if repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {repeats}")
+    malloc = "glibc default"
+    if args.malloc == "reuse":
+        if not reuse_freed_memory():
+            parser.error("--malloc reuse needs glibc (Linux)")
+        malloc = "freed buffers reused (mallopt)"
+    cases, bias = run(backends, quick=args.quick, repeats=repeats, device=args.device)
+    header = (
+        f"anydrop {anydrop.__version__} benchmark{' (quick)' if args.quick else ''}: "
+        f"{machine(args.device)}; malloc: {malloc}; medians of {repeats} or more interleaved "
+        f"repeats ({_mlp_repeats(repeats)} or more for the MLP case), drop_prob 0.1 unless stated"
+    )
+    text = markdown(cases, bias, header)
+    print(text)
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.md").write_text(text, encoding="utf-8")
+    summary = {"machine": header, "command": _command(args, backends), "cases": records(cases), "bias": bias}
+    summary_json = json.dumps(summary, indent=1)
+    (out / "results.json").write_text(summary_json, encoding="utf-8")
+    # From the JSON text, not the dict: what headline.md says is what results.json re-renders to.
+    (out / "headline.md").write_text(headline(json.loads(summary_json)), encoding="utf-8")
+    if plot(cases, out / "results.png"):
+        print(f"wrote {out / 'results.png'}", file=sys.stderr)
+    else:
+        print("matplotlib is not installed: no plot written", file=sys.stderr)
+    return 0 if all(math.isfinite(t) for c in cases for t in c.results.values()) else 1

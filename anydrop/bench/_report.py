@@ -1,0 +1,276 @@
+"""The results as a markdown table, JSON records, a PNG plot and a headline of the main ratios."""
+
+from __future__ import annotations
+
+import pathlib
+from collections.abc import Sequence
+from typing import Any
+
+from ._measure import CLASSIC, Case
+
+
+def _fmt_time(seconds: float) -> str:
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} us"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def markdown(cases: Sequence[Case], bias: Sequence[dict[str, Any]], header: str) -> str:
+    """The results as markdown: one row per case and implementation."""
+    lines = [
+        header,
+        "",
+        "| case | backend | dtype | shape | implementation | median | GB/s | vs reference "
+        "| of one-pass limit |",
+        "| --- | --- | --- | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for case in cases:
+        ref = case.results[case.reference]
+        limit = case.results.get(case.limit) if case.limit else None
+        for name, t in case.results.items():
+            gbs = f"{case.bytes_moved / t / 1e9:.1f}" if case.bytes_moved else ""
+            ratio = "1 (ref)" if name == case.reference else f"{t / ref:.2f}x"
+            of_limit = f"{limit / t:.2f}" if limit and name != case.limit else ""
+            shape = "x".join(map(str, case.shape))
+            lines.append(
+                f"| {case.group} | {case.backend} | {case.dtype} | {shape} | {name} | {_fmt_time(t)} "
+                f"| {gbs} | {ratio} | {of_limit} |"
+            )
+    if bias:
+        lines += [
+            "",
+            "Relative mean bias of the scale of kept samples (`mean(scale) * keep - 1`, x = 1, "
+            f"{bias[0]['n']:,} samples):",
+            "",
+            "| dtype | drop_prob | timm | anydrop |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        for row in bias:
+            lines.append(
+                f"| {row['dtype']} | {row['drop_prob']} | {row.get('timm', float('nan')):+.1e} "
+                f"| {row['anydrop']:+.1e} |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def records(cases: Sequence[Case]) -> list[dict[str, Any]]:
+    """The cases as the JSON records of ``results.json``."""
+    return [
+        {
+            "group": c.group,
+            "backend": c.backend,
+            "dtype": c.dtype,
+            "shape": list(c.shape),
+            "reference": c.reference,
+            "limit": c.limit,
+            "bytes_moved": c.bytes_moved,
+            "median_seconds": c.results,
+            "rounds": c.rounds,
+        }
+        for c in cases
+    ]
+
+
+def plot(cases: Sequence[Case], path: pathlib.Path) -> bool:
+    """Write a bar chart of time relative to each case's reference; False without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    labels, ratios, colors = [], [], []
+    palette = {"anydrop": "tab:blue", "drop_path_add": "tab:blue", "drop_path_residual": "tab:blue"}
+    for case in cases:
+        ref = case.results[case.reference]
+        for name, t in case.results.items():
+            labels.append(f"{case.group} [{case.backend} {case.dtype}]: {name}")
+            ratios.append(t / ref)
+            colors.append(next((c for k, c in palette.items() if k in name), "tab:gray"))
+    fig, ax = plt.subplots(figsize=(10, 0.28 * len(labels) + 1.5))
+    ax.barh(range(len(labels)), ratios, color=colors)
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    ax.invert_yaxis()
+    ax.axvline(1.0, color="black", linewidth=0.8)
+    ax.set_xlabel("median time relative to the case's reference (lower is faster; anydrop in blue)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
+# The headline reads only the JSON summary, so that it renders again, to the
+# same text, from the results.json kept beside the document that quotes it.
+
+_Record = dict[str, Any]
+
+
+def _case(cases: Sequence[_Record], library: str, group: str, dtype: str, *names: str) -> _Record | None:
+    """The record of ``library``'s case ``group`` in ``dtype``, if it timed every one of ``names``."""
+    for record in cases:
+        if (record["backend"].split(" ")[0], record["group"], record["dtype"]) == (library, group, dtype):
+            return record if all(name in record["median_seconds"] for name in names) else None
+    return None
+
+
+def _library(record: _Record) -> str:
+    library, _, device = record["backend"].partition(" ")
+    name = {"torch": "PyTorch", "numpy": "NumPy", "cupy": "CuPy"}.get(library, library)
+    return f"{name} ({device})" if device else name
+
+
+def _shape(record: _Record) -> str:
+    return "`(" + ", ".join(map(str, record["shape"])) + ")`"
+
+
+def _ratio(record: _Record, name: str, reference: str) -> str:
+    """``name``'s time over ``reference``'s, as the table's "vs reference" column writes it."""
+    times = record["median_seconds"]
+    return f"{times[name] / times[reference]:.2f}x"
+
+
+def _of_limit(record: _Record, name: str) -> str:
+    """``, N of the one-pass limit`` as the table's last column has N; "" if the case has no limit."""
+    times = record["median_seconds"]
+    if record["limit"] not in times:
+        return ""
+    return f", {times[record['limit']] / times[name]:.2f} of the one-pass limit"
+
+
+def _per_call(record: _Record, reference: str, against: str, noun: str) -> str:
+    times = record["median_seconds"]
+    return (
+        f"per-call cost on a {_shape(record)} {record['dtype']} {noun}: "
+        f"{_ratio(record, 'anydrop', reference)} {against} "
+        f"({_fmt_time(times['anydrop'])} against {_fmt_time(times[reference])})"
+    )
+
+
+def _torch_tiny(cases: Sequence[_Record]) -> str:
+    tiny = _case(cases, "torch", "drop_path fwd, tiny", "float32", "anydrop", "timm")
+    if tiny is None:
+        return ""
+    return f"- {_library(tiny)}, " + _per_call(tiny, "timm", "timm's time", "tensor")
+
+
+def _torch_dtype(cases: Sequence[_Record], dtype: str, bias: Sequence[dict[str, Any]]) -> str:
+    """drop_path alone on the large shapes, and in 16-bit dtypes the bias of the scale."""
+    parts: list[str] = []
+    first = None
+    for words, group in (
+        ("", "drop_path fwd, ViT"),
+        ("", "drop_path fwd, CNN"),
+        ("forward and backward on ", "drop_path fwd+bwd, ViT"),
+    ):
+        record = _case(cases, "torch", group, dtype, "anydrop", "timm")
+        if record is not None:
+            against = "" if parts else " timm's time"
+            ratio = _ratio(record, "anydrop", "timm")
+            parts.append(f"{words}{_shape(record)}: {ratio}{against}{_of_limit(record, 'anydrop')}")
+            first = first or record
+    if first is None:
+        return ""
+    for row in bias:
+        if row["dtype"] == dtype and row["drop_prob"] == 0.1 and "timm" in row:
+            parts.append(
+                f"mean scale bias at `drop_prob=0.1`: {row['anydrop']:+.1e} against timm's {row['timm']:+.1e}"
+            )
+    return f"- {_library(first)}, {dtype} " + "; ".join(parts)
+
+
+def _torch_add(cases: Sequence[_Record]) -> str:
+    """``drop_path_add`` against timm's drop_path followed by the add."""
+    add, timm = "anydrop.drop_path_add", "x + timm"
+    parts: list[str] = []
+    first = None
+    for dtype in ("float32", "bfloat16"):
+        record = _case(cases, "torch", "residual add fwd, ViT", dtype, add, timm)
+        if record is not None:
+            against = "" if parts else " the time of `x + timm.drop_path(branch)`"
+            parts.append(f"{_ratio(record, add, timm)}{against} ({dtype})")
+            first = first or record
+    if first is None:
+        return ""
+    return f"- {_library(first)}, `drop_path_add` on {_shape(first)}: " + ", ".join(parts)
+
+
+def _torch_mlp(cases: Sequence[_Record]) -> str:
+    """``drop_path_residual``, which skips the branch for dropped samples, against timm after the branch."""
+    timm, residual = "x + timm(mlp(x))", "drop_path_residual"
+    mlp = _case(cases, "torch", "MLP residual p=0.5 fwd+bwd, ViT", "float32", residual, timm)
+    if mlp is None:
+        return ""
+    text = (
+        f"- {_library(mlp)}, `drop_path_residual`, MLP 768 -> 3072 -> 768 on {_shape(mlp)} at "
+        f"`drop_prob=0.5`, forward and backward: {_ratio(mlp, residual, timm)} the time of "
+        "`x + timm.drop_path(mlp(x))`"
+    )
+    if f"{residual} fixed_size" in mlp["median_seconds"]:
+        text += f", {_ratio(mlp, f'{residual} fixed_size', timm)} with `fixed_size=True`"
+    return text
+
+
+def _array(cases: Sequence[_Record], library: str) -> str:
+    """NumPy or CuPy: drop_path against the classic two-pass version, per call and on a large array."""
+    against = "the classic two-pass version's time"
+    tiny = _case(cases, library, "drop_path fwd, tiny", "float32", "anydrop", CLASSIC)
+    vit = _case(cases, library, "drop_path fwd, ViT", "float32", "anydrop", CLASSIC)
+    parts = [] if tiny is None else [_per_call(tiny, CLASSIC, against, "array")]
+    if vit is not None:
+        parts.append(
+            f"float32 {_shape(vit)}: {_ratio(vit, 'anydrop', CLASSIC)}{'' if parts else f' {against}'}"
+            f"{_of_limit(vit, 'anydrop')}"
+        )
+    first = tiny or vit
+    return "" if first is None else f"- {_library(first)}, " + "; ".join(parts)
+
+
+def headline(summary: dict[str, Any]) -> str:
+    """The main ratios of one run, as a markdown bullet list, from its ``results.json`` data.
+
+    The first line names the command and the machine; then comes one bullet
+    per comparison whose cases the run measured (a NumPy-only run, or one
+    without timm, has fewer). Every ratio divides one median time by another
+    from the same case and is written as the table writes it. The text depends
+    on ``summary`` alone.
+
+    Parameters
+    ----------
+    summary : dict
+        What ``python -m anydrop.bench`` writes to ``results.json``: the keys
+        ``"command"``, ``"machine"``, ``"cases"`` and ``"bias"``.
+
+    Returns
+    -------
+    str
+        Markdown, ending with a newline.
+
+    Examples
+    --------
+    >>> from anydrop.bench import headline
+    >>> tiny = {"group": "drop_path fwd, tiny", "backend": "numpy", "dtype": "float32", "shape": [2, 4],
+    ...         "limit": None, "median_seconds": {"classic two-pass": 5e-6, "anydrop": 8e-6}}
+    >>> print(headline({"command": "python -m anydrop.bench", "machine": "x86_64",
+    ...                 "cases": [tiny], "bias": []}), end="")
+    From one run of `python -m anydrop.bench`: x86_64
+    <BLANKLINE>
+    - NumPy, per-call cost on a `(2, 4)` float32 array: 1.60x the classic two-pass version's time (8.0 us against 5.0 us).
+    """  # noqa: E501
+    cases: list[_Record] = summary["cases"]
+    bullets = [
+        _torch_tiny(cases),
+        _torch_dtype(cases, "float32", summary["bias"]),
+        _torch_add(cases),
+        _torch_mlp(cases),
+        _torch_dtype(cases, "bfloat16", summary["bias"]),
+        _array(cases, "numpy"),
+        _array(cases, "cupy"),
+    ]
+    bullets = [bullet for bullet in bullets if bullet]
+    lines = [f"From one run of `{summary['command']}`: {summary['machine']}"]
+    if bullets:
+        lines += ["", *(f"{bullet};" for bullet in bullets[:-1]), f"{bullets[-1]}."]
+    return "\n".join(lines) + "\n"
