@@ -1,14 +1,15 @@
-"""Test matrix: ``nox`` runs the tests once per array library, then lint, the build and the lowest versions.
+"""Test matrix: ``nox`` runs the tests once per library, then lint, the build, the lowest versions, the docs.
+
+``nox --list`` lists the sessions with their one-line descriptions.
 
 Sessions
 --------
 tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask), tests(jax)
     The same test files, with ``--backend`` set. Extra pytest arguments go
     after ``--``: ``nox -s "tests(torch)" -- --device cuda -x``. The torch
-    session also runs a two-process torch.distributed test, the dask session a
-    two-worker dask.distributed cluster on loopback, and the jax session
-    installs flax too (tests/test_jax.py runs the flax module's doctests and
-    the README's JAX examples).
+    session also compares against timm's ``drop.py`` and runs a two-process
+    torch.distributed test, the dask session a two-worker dask.distributed
+    cluster on loopback, and the jax session installs flax too (tests/test_jax.py).
 lint
     ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
     over ``tests/typing_public_api.py``, the public API's types as users see them.
@@ -19,6 +20,10 @@ build
 mindeps
     The NumPy tests with anydrop's dependencies at the lowest versions
     ``pyproject.toml`` allows.
+docs
+    Build the documentation (Sphinx, ``docs/``) into ``docs/_build/html`` with
+    warnings as errors, then run every example: the doctests of ``docs/*.md``,
+    ``README.md`` and the package's docstrings, and the scripts in ``docs/examples/``.
 bench
     ``python -m anydrop.bench``: anydrop, timm, the classic two-pass version and
     the one-pass memory limit side by side (minutes; not in the default run).
@@ -27,13 +32,13 @@ bench
 Environment variables
 ---------------------
 ANYDROP_TORCH_REQUIREMENT
-    What the torch session installs (default ``torch==2.13.0``, the CPU build
-    the project's development machines carry; set e.g. ``torch>=2.1``).
+    What the torch and docs sessions install (default ``torch==2.13.0``, a CPU
+    build; set e.g. ``torch>=2.1``).
 ANYDROP_CUPY_REQUIREMENT
     What the cupy session installs (default: the cupy wheel matching the
     CUDA driver found).
 ANYDROP_JAX_REQUIREMENT
-    What the jax session installs (default ``jax[cpu]``; e.g. ``jax[cuda12]``
+    What the jax and docs sessions install (default ``jax[cpu]``; e.g. ``jax[cuda12]``
     for a GPU).
 """
 
@@ -46,7 +51,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "build", "mindeps"]
+nox.options.sessions = ["tests", "lint", "build", "mindeps", "docs"]
 nox.options.error_on_external_run = True
 
 BACKENDS = ["numpy", "torch", "cupy", "array_api_strict", "dask", "jax"]
@@ -87,7 +92,6 @@ def _cupy_requirement(driver: int) -> str:
 @nox.parametrize("backend", [nox.param(b, id=b) for b in BACKENDS])
 def tests(session: nox.Session, backend: str) -> None:
     """Run the test suite on one array library."""
-    extra: list[str] = []
     if backend == "cupy":
         # Decide before installing: a CUDA wheel of cupy is large and useless without a GPU.
         driver = _cuda_driver_version()
@@ -97,12 +101,8 @@ def tests(session: nox.Session, backend: str) -> None:
     elif backend == "torch":
         session.install(TORCH)
         session.install("--no-deps", TIMM)
-        # Doctests need numpy and torch together: run the package's and the README's here.
-        # anydrop/flax.py needs jax and flax: the jax session runs its doctests (tests/test_jax.py).
-        extra = ["--doctest-modules", "--doctest-glob=README.md", "--ignore=anydrop/flax.py"]
-        extra += ["anydrop", "tests", "README.md"]
     elif backend == "jax":
-        # flax for anydrop.flax; tests/test_jax.py also runs its doctests and the README's JAX scripts.
+        # flax for anydrop.flax's tests in tests/test_jax.py.
         session.install(JAX, "flax")
     elif backend == "array_api_strict":
         session.install("array-api-strict")
@@ -110,7 +110,7 @@ def tests(session: nox.Session, backend: str) -> None:
         # distributed for the LocalCluster test; anydrop's dask extra needs only dask.array.
         session.install("-e", ".[dask]", "distributed")
     session.install("-e", ".[test]")
-    session.run("pytest", f"--backend={backend}", *extra, *session.posargs)
+    session.run("pytest", f"--backend={backend}", *session.posargs)
 
 
 @nox.session
@@ -179,6 +179,27 @@ def mindeps(session: nox.Session) -> None:
         "import array_api_compat as c; print('array-api-compat', c.__version__)",
     )
     session.run("pytest", "--backend=numpy", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation with warnings as errors and run every example in it."""
+    # Every library an example imports: the pages, README.md and the docstrings cover them all.
+    session.install(TORCH, JAX, "flax", "dask[array]", "array-api-strict", "numpy")
+    session.install("-e", ".[docs,test]")
+    # -E: read every page afresh, so that warnings of unchanged pages are not skipped.
+    session.run("sphinx-build", "-W", "--keep-going", "-n", "-E", "-b", "html", "docs", "docs/_build/html")
+    session.run(
+        "pytest",
+        "--doctest-glob=*.md",
+        "--doctest-modules",
+        "docs",
+        "README.md",
+        "anydrop",
+        *session.posargs,
+    )
+    for script in sorted(Path("docs/examples").glob("*.py")):
+        session.run("python", "-W", "error", str(script))
 
 
 @nox.session

@@ -515,30 +515,3 @@ def test_import_anydrop_imports_neither_jax_nor_flax(nnx):
     code = "import sys, anydrop; print('flax' in sys.modules, 'jax' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
-
-
-# --- documentation ---
-
-
-def _readme_jax_scripts() -> list[str]:
-    from pathlib import Path
-
-    text = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    section = text.split("\n## JAX and Flax\n", 1)[1].split("\n## ", 1)[0]
-    return [block.split("\n```", 1)[0] for block in section.split("```python\n")[1:]]
-
-
-def test_readme_jax_examples_run(nnx):
-    # They are scripts, not doctests: the torch session runs README.md's doctests without JAX.
-    scripts = _readme_jax_scripts()
-    assert len(scripts) == 2
-    for script in scripts:
-        exec(compile(script, "README.md", "exec"), {"__name__": "readme_example"})
-
-
-def test_flax_module_doctests_pass(fdrop):
-    import doctest
-
-    result = doctest.testmod(fdrop, optionflags=doctest.ELLIPSIS)
-    assert result.attempted > 0
-    assert result.failed == 0
