@@ -65,7 +65,15 @@ class DropPath(_TrainEval, DropPathConfig):
         return self._drop(x)
 
     def add(self, x: Array, branch: Array) -> Array:
-        """Return ``x + self(branch)``, fused as :func:`anydrop.drop_path_add` does."""
+        """Return ``x + self(branch)``, fused as :func:`anydrop.drop_path_add` does.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from anydrop import DropPath
+        >>> DropPath(0.5, rng=0).add(np.zeros((4, 1)), np.ones((4, 1))).ravel()
+        array([0., 2., 2., 2.])
+        """
         return self._drop_add(x, branch)
 
     def __repr__(self) -> str:

@@ -5,11 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import sphinx.util.inspect
-from sphinx.util import logging
 
 import anydrop
-
-logger = logging.getLogger(__name__)
 
 project = "anydrop"
 author = "The anydrop developers"
@@ -56,46 +53,6 @@ nitpick_ignore_regex = [
     (r"py:.*", r"anydrop\.(.*\.)?_[A-Za-z].*"),
 ]
 
-# Stopgaps for docstrings that napoleon misreads, until they are fixed at the source: each
-# maps a docstring to a line of it and the lines that replace that line. A stopgap whose
-# line no longer occurs in a docstring read in this build is a warning (an error under -W):
-# delete it then.
-_STOPGAPS = {
-    # A paragraph after the last parameter is read as one more parameter: give it a section.
-    "anydrop.drop_path": (
-        "Under ``jax.jit``, ``x`` and the key may be traced, but ``drop_prob``,",
-        ["Notes", "-----", "", "Under ``jax.jit``, ``x`` and the key may be traced, but ``drop_prob``,"],
-    ),
-    # A property's "text: text" first line is read as "type: description".
-    "anydrop.PortableRNG.position": (
-        "How many values of the stream have been used: one per sample drawn.",
-        ["How many values of the stream have been used, one per sample drawn."],
-    ),
-}
-_read: set[str] = set()
-_applied: set[str] = set()
-
-
-# The handlers' positional arguments are those of Sphinx's events.
-def _apply_stopgaps(  # noqa: PLR0917
-    app: Any, what: str, name: str, obj: Any, options: Any, lines: list[str]
-) -> None:
-    if name not in _STOPGAPS:
-        return
-    _read.add(name)
-    old, new = _STOPGAPS[name]
-    for i, line in enumerate(lines):
-        if line.strip() == old:
-            indent = line[: len(line) - len(line.lstrip())]
-            lines[i : i + 1] = [indent + text if text else "" for text in new]
-            _applied.add(name)
-            return
-
-
-def _check_stopgaps(app: Any, env: Any) -> None:
-    for name in sorted(_read - _applied):
-        logger.warning("docs/conf.py: the docstring of %s no longer needs its stopgap: delete it", name)
-
 
 def _init_signature(  # noqa: PLR0917
     app: Any, what: str, name: str, obj: Any, options: Any, signature: str | None, return_annotation: Any
@@ -113,7 +70,4 @@ def _init_signature(  # noqa: PLR0917
 
 
 def setup(app: Any) -> None:
-    # Before napoleon (priority 500) turns the numpydoc sections into reST.
-    app.connect("autodoc-process-docstring", _apply_stopgaps, priority=100)
-    app.connect("env-updated", _check_stopgaps)
     app.connect("autodoc-process-signature", _init_signature)

@@ -232,7 +232,7 @@ def test_vmap_over_keys_drops_each_example_on_its_own(batch, jax, jnp):
 
 
 def test_vmap_with_one_key_for_all_gives_every_example_the_same_mask(jax, jnp):
-    # JAX's own rule for unbatched keys, documented in the README.
+    # JAX's own rule for unbatched keys, documented in docs/jax.md.
     x = jnp.ones((8, 16, 2))
     key = jax.random.key(6)
     out = np.asarray(jax.vmap(lambda xi: drop_path(xi, 0.5, True, rng=key))(x))

@@ -100,11 +100,6 @@ def drop_path(
         JAX has no default source: ``None`` is a ``TypeError`` when training
         with ``drop_prob > 0``.
 
-    Under ``jax.jit``, ``x`` and the key may be traced, but ``drop_prob``,
-    ``training``, ``scale_by_keep`` and ``axis`` must be static Python values
-    (a traced ``drop_prob`` or ``training`` is a ``TypeError``); ``jax.grad``
-    and ``jax.vmap`` work too.
-
     Returns
     -------
     An array of the namespace, device, shape and dtype of ``x``; ``x`` itself
@@ -121,6 +116,13 @@ def drop_path(
         repeated, an int ``rng`` is negative, a generator is on another device,
         ``1 / (1 - drop_prob)`` overflows x's 16-bit dtype, or a Dask ``x``
         has unknown chunk sizes along a drop axis.
+
+    Notes
+    -----
+    Under ``jax.jit``, ``x`` and the key may be traced, but ``drop_prob``,
+    ``training``, ``scale_by_keep`` and ``axis`` must be static Python values
+    (a traced ``drop_prob`` or ``training`` is a ``TypeError``); ``jax.grad``
+    and ``jax.vmap`` work too.
 
     Examples
     --------

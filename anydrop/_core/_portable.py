@@ -150,7 +150,7 @@ class PortableRNG:
 
     @property
     def position(self) -> int:
-        """How many values of the stream have been used: one per sample drawn."""
+        """How many values of the stream have been used, one per sample drawn."""
         return self._position
 
     def __repr__(self) -> str:
