@@ -80,7 +80,7 @@ def test_wheel_metadata(wheel, wheel_metadata):
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in wheel.namelist())
 
 
-def test_sdist_carries_sources_tests_and_licence():
+def test_sdist_carries_sources_tests_docs_and_licence():
     path = _path_from("ANYDROP_SDIST")
     with tarfile.open(path) as archive:
         names = {n.split("/", 1)[1] for n in archive.getnames() if "/" in n}
@@ -96,5 +96,9 @@ def test_sdist_carries_sources_tests_and_licence():
         "anydrop/_core/_compat.py",
         "tests/test_vendoring.py",
         "tests/vendored_core_checks.py",
+        "docs/conf.py",
+        "docs/index.md",
+        "docs/benchmarks/results.json",
     }
     assert expected <= names, sorted(expected - names)
+    assert [n for n in names if n.startswith(("docs/_build/", "docs/generated/"))] == []

@@ -11,47 +11,48 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from ._checks import DtypeInfo, check_drop_prob, dtype_info, mask_shape
+from ._checks import ONES, DtypeInfo, check_drop_prob, dtype_info, mask_shape
 from ._compat import array_namespace
 from ._scale import scaled_mask
 from ._sources import MaskSource
 from .backends import BY_TYPE, Backend, register
 
-__all__ = ["Array", "Axis", "drop_path", "drop_path_add", "is_identity", "prepare", "source_for"]
+__all__ = ["Array", "Axis", "drop_path", "drop_path_add", "prepare"]
 
 Array = TypeVar("Array")
 Axis = int | tuple[int, ...]
 
 
 def prepare(
-    x: Any, drop_prob: object, axis: object
-) -> tuple[Any, Backend, DtypeInfo, float, tuple[int, ...]]:
-    """Validate the arguments every entry point shares; return what drawing a mask needs.
+    x: Any, drop_prob: object, training: object, axis: object, rng: object
+) -> tuple[Any, Backend, DtypeInfo, float, tuple[int, ...], MaskSource | None]:
+    """Validate what every entry point shares; return what drawing a mask for ``x`` needs.
 
-    ``(xp, backend, dtype info, drop_prob as a float, mask shape)``. The
-    common cases take the fast paths first: a few microseconds per call matter
-    on tiny arrays.
+    ``(xp, backend, dtype info, keep, mask shape, mask source)``, the source
+    None when nothing is dropped (eval mode or ``drop_prob == 0``; ``rng`` is
+    still checked). The common cases take the fast paths first: on a tiny
+    array each Python call is a measurable share of the whole.
     """
     xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)
     p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
     info = dtypes.get(x.dtype) or dtype_info(xp, dtypes, x.dtype)
-    return xp, backend, info, p, mask_shape(x.shape, axis)
-
-
-def is_identity(training: object, p: float) -> bool:
-    """Whether nothing is dropped; a traced ``training`` flag (jax.jit) is a TypeError saying what to do."""
+    shape = x.shape
+    if type(axis) is int and axis == 0 and shape:
+        mask = (shape[0],) + ONES[len(shape) - 1]
+    else:
+        mask = mask_shape(shape, axis)
     try:
-        return not training or p == 0.0
-    except TypeError as exc:
+        identity = not training or p == 0.0
+    except TypeError as exc:  # a traced flag (jax.jit): free on the common path
         raise TypeError(
             f"training must be a Python bool, got a {type(training).__name__} without a concrete value; "
             "inside jax.jit pass training as a static argument (static_argnames), not as a traced one"
         ) from exc
-
-
-def source_for(backend: Backend, rng: object, x: Any) -> MaskSource:
-    """The mask source of ``rng`` for ``x``: the backend's default source for None."""
-    return backend.default_source if rng is None else backend.source(rng, x)
+    if identity:
+        backend.check(rng, x)
+        return xp, backend, info, 1.0, mask, None
+    source = backend.default_source if rng is None else backend.source(rng, x)
+    return xp, backend, info, 1.0 - p, mask, source
 
 
 def drop_path(
@@ -135,12 +136,9 @@ def drop_path(
            [2., 2., 2.],
            [2., 2., 2.]])
     """
-    xp, backend, info, p, shape = prepare(x, drop_prob, axis)
-    if is_identity(training, p):
-        backend.check(rng, x)
+    xp, backend, info, keep, shape, source = prepare(x, drop_prob, training, axis, rng)
+    if source is None:
         return x
-    keep = 1.0 - p
-    source = backend.default_source if rng is None else backend.source(rng, x)
     mask = scaled_mask(source, keep, shape, info, scale_by_keep, x, xp)
     if keep == 0.0:
         # The mask is all zeros, but drawing it advances the generator as timm
@@ -204,13 +202,11 @@ def drop_path_add(
            [2., 2.],
            [2., 2.]])
     """
-    xp, backend, info, p, shape = prepare(branch, drop_prob, axis)
+    xp, backend, info, keep, shape, source = prepare(branch, drop_prob, training, axis, rng)
     _same_library(branch, x, "x")
-    if is_identity(training, p):
-        backend.check(rng, branch)
+    if source is None:
         return x + branch  # type: ignore[operator, no-any-return]
-    keep = 1.0 - p
-    mask = scaled_mask(source_for(backend, rng, branch), keep, shape, info, scale_by_keep, branch, xp)
+    mask = scaled_mask(source, keep, shape, info, scale_by_keep, branch, xp)
     if keep == 0.0:
         # Select, not multiply, as in drop_path: an inf or NaN branch adds exact zeros.
         return x + xp.where(mask > 0, branch, 0)  # type: ignore[no-any-return]

@@ -132,8 +132,6 @@ def normalize_axis(axis: object, ndim: int) -> tuple[int, ...]:
 
 def mask_shape(shape: tuple[int, ...], axis: object) -> tuple[int, ...]:
     """The mask's shape for ``x.shape``: x's length along the drop axes, 1 elsewhere."""
-    if type(axis) is int and axis == 0 and shape:
-        return (shape[0],) + ONES[len(shape) - 1]
     axes = normalize_axis(axis, len(shape))
     return tuple(n if i in axes else 1 for i, n in enumerate(shape))
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._api import Array, is_identity, prepare, source_for
+from ._api import Array, prepare
 from ._checks import ONES, DtypeInfo, check_callable, check_sample_axis
 from ._scale import fixed_scales, scaled_mask
 from ._sources import MaskSource
@@ -90,15 +90,12 @@ def drop_path_residual(
     """
     check_callable(fn, "fn")
     ax = check_sample_axis(axis)
-    xp, backend, info, p, shape = prepare(x, drop_prob, ax)
-    if is_identity(training, p):
-        backend.check(rng, x)
+    xp, backend, info, keep, shape, source = prepare(x, drop_prob, training, ax, rng)
+    if source is None:
         return x + fn(x)  # type: ignore[operator, no-any-return]
-    keep = 1.0 - p
     ndim = len(shape)
     ax %= ndim
     n = x.shape[ax]  # type: ignore[attr-defined]
-    source = source_for(backend, rng, x)
     if keep == 0.0 or n == 0:
         # Draw as drop_path does, so that the generator advances the same way.
         scaled_mask(source, keep, shape, info, scale_by_keep, x, xp)

@@ -110,6 +110,3 @@ class DaskBackend(HostBackend):
 
     def portable_source(self, rng: PortableRNG, x: Any) -> MaskSource:
         return DaskPortable(rng)
-
-    def library(self, x: Any) -> str:
-        return self.name

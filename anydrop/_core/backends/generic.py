@@ -59,15 +59,11 @@ class HostGenerator(MaskSource):
         """The ``numpy.random.Generator`` to draw from."""
         return self.gen if self.gen is not None else numpy_default_generator()
 
-    def random(self, shape: tuple[int, ...]) -> Any:
-        """Uniform [0, 1) float64 values on the host, as a NumPy array."""
-        return self.generator().random(shape)
-
     def bernoulli(self, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:
-        return xp.astype(xp.asarray(self.random(shape) < keep, device=device(x)), dtype)
+        return xp.astype(xp.asarray(self.generator().random(shape) < keep, device=device(x)), dtype)
 
     def uniform(self, shape: tuple[int, ...], x: Any, xp: Any) -> Any:
-        return xp.asarray(self.random(shape), device=device(x))
+        return xp.asarray(self.generator().random(shape), device=device(x))
 
 
 class HostBackend(Backend):

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._sources import MaskSource
-from .generic import HostBackend, HostGenerator
+from .generic import HostBackend, HostGenerator, numpy_default_generator
 
 __all__ = ["NumPyBackend", "NumPyGenerator"]
 
@@ -18,10 +18,11 @@ class NumPyGenerator(HostGenerator):
     __slots__ = ()
 
     def bernoulli(self, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:
-        return (self.random(shape) < keep).astype(dtype)
+        gen = self.gen if self.gen is not None else numpy_default_generator()
+        return (gen.random(shape) < keep).astype(dtype)
 
     def uniform(self, shape: tuple[int, ...], x: Any, xp: Any) -> Any:
-        return self.random(shape)
+        return self.generator().random(shape)
 
 
 def _result(out: Any, *inputs: Any) -> Any:
@@ -62,6 +63,3 @@ class NumPyBackend(HostBackend):
         else:
             out = np.add(x, out)
         return _result(out, x, branch)
-
-    def library(self, x: Any) -> str:
-        return self.name
