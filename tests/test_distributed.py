@@ -112,8 +112,8 @@ class TestSynchronizedRng:
         assert torch.equal(torch.rand(5, generator=gen), torch.rand(5, generator=fresh))
 
     def test_step_seeds_are_the_portable_stream(self):
-        from anydrop._core import _stream_value
         from anydrop.torch import synchronized_rng
+        from tests.internals import _stream_value
 
         assert synchronized_rng(7, 3).initial_seed() == _stream_value(7, 3)
         # Value 3 of PortableRNG(7)'s stream: what a 4th sample's uniform is made of.

@@ -50,7 +50,7 @@ import pytest
 from array_api_compat import array_namespace
 
 from anydrop import DropPath, PortableRNG, drop_path, drop_path_add, drop_path_residual
-from conftest import RESIDUAL_GATHERS, make_generator, require_rng, skip_unsupported
+from tests.backends import NO_ADVANCING_RNG, RESIDUAL_GATHERS, make_generator, skip_unsupported
 from tests.stats import Acceptance, binomial_acceptance, hoeffding_slack, hypergeometric_acceptance
 
 ALPHA = 1e-6
@@ -116,18 +116,8 @@ def _rng(kind: str, backend, seed: int) -> Any:
     if kind == "portable":
         return PortableRNG(seed)
     if kind == "global":
-        require_rng(backend, "default_rng")
-        if backend.name == "torch":
-            import torch
-
-            torch.manual_seed(seed)
-            return None
-        if backend.name == "cupy":
-            import cupy
-
-            cupy.random.seed(seed)
-            return None
-        pytest.skip(f"{backend.name}'s default source is OS entropy, which no seed fixes")
+        backend.seed_default_rng(seed)
+        return None
     raise AssertionError(kind)
 
 
@@ -202,11 +192,9 @@ RNG_KINDS = ("seed", "generator", "portable", "global")
 
 
 @pytest.mark.parametrize("p", COUNT_PS)
-@pytest.mark.parametrize("dtype", COUNT_DTYPES)
+@pytest.mark.parametrize("dtype", COUNT_DTYPES, indirect=True)
 @pytest.mark.parametrize("kind", RNG_KINDS)
 def test_kept_count_is_binomial(backend, entry, kind, dtype, p):
-    if dtype not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no {dtype}")
     kept = _kept(backend, entry, p, _rng(kind, backend, SEED), dtype=dtype)
     region = binomial_acceptance(N, 1.0 - p, ALPHA)
     k = int(kept.sum())
@@ -237,10 +225,8 @@ def mean_band(n: int, keep: float, dtype: str, *, dithered: bool) -> tuple[float
 
 
 @pytest.mark.parametrize("p", MEAN_PS)
-@pytest.mark.parametrize("dtype", COUNT_DTYPES)
+@pytest.mark.parametrize("dtype", COUNT_DTYPES, indirect=True)
 def test_scaled_mean_is_unbiased(backend, entry, dtype, p):
-    if dtype not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no {dtype}")
     x = 1.0
     branch = backend.asarray(np.full((N_MEAN, 1), x), dtype)
     out = backend.to_numpy(entry.apply(branch, p, SEED)).astype(np.float64)
@@ -264,7 +250,7 @@ def _successive(kind: str, backend, entry: EntryPoint, p: float) -> tuple[np.nda
         first, second = (backend.to_numpy(layer(branch))[:, 0] != 0 for _ in range(2))
         return first, second
     if kind == "generator":
-        require_rng(backend, "advancing_rng")
+        skip_unsupported(backend, NO_ADVANCING_RNG)
     rng = _rng(kind, backend, SEED)
     return _kept(backend, entry, p, rng), _kept(backend, entry, p, rng)
 
