@@ -45,6 +45,10 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "skip_backends(**reasons): skip on the --backend values named, each with its reason"
     )
+    # pytest-xdist's own, named here too so that --strict-markers accepts it where xdist is not installed.
+    config.addinivalue_line(
+        "markers", "xdist_group(name): run on one xdist worker with the rest of its group"
+    )
 
 
 def pytest_report_header(config: pytest.Config) -> str:

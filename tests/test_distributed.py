@@ -13,7 +13,8 @@ import pytest
 
 from anydrop import PortableRNG, drop_path
 
-pytestmark = pytest.mark.backends("torch")
+# One xdist worker for the module: the two ranks start once, for all the tests that read them.
+pytestmark = [pytest.mark.backends("torch"), pytest.mark.xdist_group("torch_distributed")]
 
 torch = pytest.importorskip("torch")
 
