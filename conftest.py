@@ -20,6 +20,8 @@ the reason, where the backend has no such dtype.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from tests.backends import BACKENDS, Backend, load_backend
@@ -49,6 +51,11 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "xdist_group(name): run on one xdist worker with the rest of its group"
     )
+    workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
+    if workers is not None:
+        # The workers share the CPUs: torch's OpenMP threads, one per CPU in each worker, would
+        # compete with the other workers' (set before any test module imports torch).
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(workers))))
 
 
 def pytest_report_header(config: pytest.Config) -> str:
