@@ -104,9 +104,10 @@ SEED = 20_240_611
 
 @dataclass(frozen=True)
 class Fewer:
-    """The dtypes and the independence tests' drop_probs an entry point runs on one backend, and why."""
+    """The parametrizations an entry point runs on one backend, where fewer than all, and why."""
 
-    dtypes: tuple[str, ...]
+    count_dtypes: tuple[str, ...]
+    mean_dtypes: tuple[str, ...]
     independence_ps: tuple[float, ...]
     why: str
 
@@ -114,13 +115,15 @@ class Fewer:
 #: Where an entry point runs fewer parametrizations on one backend: (backend, entry point) -> Fewer.
 FEWER = {
     ("jax", "drop_path_residual"): Fewer(
-        ("float32", "bfloat16"),
-        (0.5,),
-        "JAX draws the kept samples from the key before any dtype enters, so every dtype keeps the "
-        "same ones, and drop_prob only moves the threshold of the draw whose independence is tested; "
-        "drop_path_residual cannot be jitted, and eagerly it compiles its gathers anew for every kept "
-        "count (the slowest calls here), so it runs in one dtype of each scale (rounded once, and the "
-        "unbiased 16-bit one) and its independence at one drop_prob, and drop_path every case",
+        count_dtypes=("float32",),
+        mean_dtypes=("float32", "bfloat16"),
+        independence_ps=(0.5,),
+        why="JAX draws the kept samples from the key before any dtype enters, so every dtype keeps "
+        "the same ones (test_jax_keeps_the_same_samples_in_every_dtype), and drop_prob only moves the "
+        "threshold of the draw whose independence is tested; drop_path_residual cannot be jitted, and "
+        "eagerly it compiles its gathers anew for every kept count (the slowest calls here), so it "
+        "counts in one dtype, checks the mean in one dtype of each scale (rounded once, and the "
+        "unbiased 16-bit one) and independence at one drop_prob, and drop_path runs every case",
     ),
 }
 #: An int seed on JAX makes the key that make_generator makes: the same draw as the seed kind.
@@ -136,16 +139,26 @@ def entry(request, backend):
     return request.param
 
 
-def _skip_fewer(backend, entry: EntryPoint, *, dtype: str = "float32", independence_p: float = 0.5) -> None:
+def _skip_fewer(
+    backend,
+    entry: EntryPoint,
+    *,
+    count_dtype: str | None = None,
+    mean_dtype: str | None = None,
+    independence_p: float | None = None,
+) -> None:
     """Skip a parametrization that ``FEWER`` leaves out for this backend and entry point."""
     fewer = FEWER.get((backend.name, entry.name))
     if fewer is None:
         return
-    if dtype not in fewer.dtypes:
-        pytest.skip(f"{entry.name} on {backend.name} in {', '.join(fewer.dtypes)} only: {fewer.why}")
-    if independence_p not in fewer.independence_ps:
-        ps = ", ".join(map(str, fewer.independence_ps))
-        pytest.skip(f"{entry.name} on {backend.name}: independence at drop_prob {ps} only: {fewer.why}")
+    for test, value, kept in [
+        ("count", count_dtype, fewer.count_dtypes),
+        ("mean", mean_dtype, fewer.mean_dtypes),
+        ("independence", independence_p, fewer.independence_ps),
+    ]:
+        if value is not None and value not in kept:
+            only = ", ".join(map(str, kept))
+            pytest.skip(f"{entry.name} on {backend.name}: the {test} tests at {only} only: {fewer.why}")
 
 
 _CONSTANTS: dict[tuple[str, int, float, str], Any] = {}
@@ -247,11 +260,25 @@ _KIND_MARKS = {"generator": pytest.mark.skip_backends(**KEY_IS_THE_SEED)}
 @pytest.mark.parametrize("dtype", COUNT_DTYPES, indirect=True)
 @pytest.mark.parametrize("kind", [pytest.param(k, marks=_KIND_MARKS.get(k, ())) for k in RNG_KINDS])
 def test_kept_count_is_binomial(backend, entry, kind, dtype, p):
-    _skip_fewer(backend, entry, dtype=dtype)
+    _skip_fewer(backend, entry, count_dtype=dtype)
     kept = _kept(backend, entry, p, _rng(kind, backend, SEED), dtype=dtype)
     region = binomial_acceptance(N, 1.0 - p, ALPHA)
     k = int(kept.sum())
     assert k in region, f"{k} of {N} kept at p={p}; a correct mask keeps {region.lo}..{region.hi}"
+
+
+@pytest.mark.backends("jax")
+@pytest.mark.parametrize("kind", ["seed", "portable"])
+def test_jax_keeps_the_same_samples_in_every_dtype(backend, entry, kind):
+    # What FEWER's JAX entry rests on, checked on a short batch: the dtype changes the scale only.
+    kept = {}
+    for dtype in COUNT_DTYPES:
+        branch = backend.asarray(np.full((1000, 1), 1.5), dtype)
+        out = backend.to_numpy(entry.apply(branch, 0.5, _rng(kind, backend, SEED)))
+        kept[dtype] = out[:, 0] != 0
+    assert 0 < kept["float32"].sum() < 1000
+    for dtype in COUNT_DTYPES:
+        np.testing.assert_array_equal(kept[dtype], kept["float32"], err_msg=dtype)
 
 
 # --- unbiased scaled mean ---
@@ -280,7 +307,7 @@ def mean_band(n: int, keep: float, dtype: str, *, dithered: bool) -> tuple[float
 @pytest.mark.parametrize("p", MEAN_PS)
 @pytest.mark.parametrize("dtype", COUNT_DTYPES, indirect=True)
 def test_scaled_mean_is_unbiased(backend, entry, dtype, p):
-    _skip_fewer(backend, entry, dtype=dtype)
+    _skip_fewer(backend, entry, mean_dtype=dtype)
     x = 1.0
     out = backend.to_numpy(entry.apply(_constant(backend, N_MEAN, x, dtype), p, SEED)).astype(np.float64)
     values, counts = np.unique(out, return_counts=True)
