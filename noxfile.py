@@ -5,11 +5,12 @@
 Sessions
 --------
 tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask), tests(jax)
-    The same test files, with ``--backend`` set. Extra pytest arguments go
-    after ``--``: ``nox -s "tests(torch)" -- --device cuda -x``. The torch
-    session also compares against timm's ``drop.py`` and runs a two-process
-    torch.distributed test, the dask session a two-worker dask.distributed
-    cluster on loopback, and the jax session installs flax too (tests/test_jax.py).
+    The same test files, with ``--backend`` set, spread over one pytest-xdist
+    worker per CPU (``-n auto``). Extra pytest arguments go after ``--``:
+    ``nox -s "tests(torch)" -- --device cuda -x``, or ``-- -n 0`` for one
+    process. The torch session also runs a two-process torch.distributed
+    test, the dask session a two-worker dask.distributed cluster on loopback,
+    and the jax session installs flax too (tests/test_jax.py).
 lint
     ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
     over ``tests/typing_public_api.py``, the public API's types as users see them.
@@ -110,7 +111,9 @@ def tests(session: nox.Session, backend: str) -> None:
         # distributed for the LocalCluster test; anydrop's dask extra needs only dask.array.
         session.install("-e", ".[dask]", "distributed")
     session.install("-e", ".[test]")
-    session.run("pytest", f"--backend={backend}", *session.posargs)
+    # loadgroup: the tests of one xdist_group (those reading one two-rank process group) share a worker.
+    xdist = ["-n", "auto", "--dist", "loadgroup"]
+    session.run("pytest", f"--backend={backend}", *xdist, *session.posargs)
 
 
 @nox.session

@@ -1,16 +1,18 @@
-"""The bad-input catalogue: every wrong call, its exception type, a message fragment, and x unchanged.
+"""The bad-input catalogue: every wrong call, its exception type, message fragments, and x unchanged.
 
 Each entry of ``CATALOGUE`` is one bad call. It runs on x in every form the
 backend has (an ordinary array, a read-only one, a non-contiguous view), in
 training and in eval mode where the error does not depend on the mode, and
-must raise the stated exception with the fragment (which names the argument
+must raise the stated exception with the fragments (which name the argument
 and, where there is one, the value) in its message, leaving x's bytes and
-flags as they were.
+flags as they were. The tests after it check the few awkward inputs that are
+not errors.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +21,7 @@ import numpy as np
 import pytest
 
 from anydrop import DropPath, PortableRNG, drop_path
+from tests.backends import NO_STRIDED_VIEWS, foreign_generator
 from tests.helpers import random_batch
 
 
@@ -28,10 +31,13 @@ class Bad:
     #: (x, backend, training) -> the bad call's result (it must raise)
     call: Callable[[Any, Any, bool], Any]
     error: type[Exception]
-    fragment: str
+    #: What the message must contain: one fragment, or several.
+    fragment: str | tuple[str, ...]
     backends: tuple[str, ...] | None = None
     #: False where only training reaches the check (nothing else is).
     eval_too: bool = True
+    #: The dtype x is made in, for the calls that take x as it is.
+    dtype: str = "float32"
 
 
 def _dp(**kwargs: Any) -> Callable[[Any, Any, bool], Any]:
@@ -46,13 +52,7 @@ def _on(value: Any) -> Callable[[Any, Any, bool], Any]:
 
 
 def _other_library_generator(x: Any, backend: Any, training: bool) -> Any:
-    if backend.name == "torch":
-        other: Any = np.random.default_rng(0)
-    else:
-        import torch
-
-        other = torch.Generator()
-    return drop_path(x, 0.5, training, rng=other)
+    return drop_path(x, 0.5, training, rng=foreign_generator(backend))
 
 
 def _meta_input_cpu_generator(x: Any, backend: Any, training: bool) -> Any:
@@ -60,14 +60,6 @@ def _meta_input_cpu_generator(x: Any, backend: Any, training: bool) -> Any:
 
     # Without a GPU the meta device is the other device at hand: the check is the same.
     return drop_path(torch.empty(4, 2, device="meta"), 0.5, training, rng=torch.Generator())
-
-
-def _int_array(x: Any, backend: Any, training: bool) -> Any:
-    return drop_path(backend.asarray(np.ones((4, 2), dtype=np.int64), "int32"), 0.5, training)
-
-
-def _bool_array(x: Any, backend: Any, training: bool) -> Any:
-    return drop_path(backend.asarray(np.ones((4, 2), dtype=bool), "bool"), 0.5, training)
 
 
 def _float8(x: Any, backend: Any, training: bool) -> Any:
@@ -80,8 +72,9 @@ def _array_p(values: Any, dtype: str) -> Callable[[Any, Any, bool], Any]:
     return lambda x, backend, training: drop_path(x, backend.asarray(np.asarray(values), dtype), training)
 
 
-def _zero_d_with_axis(x: Any, backend: Any, training: bool) -> Any:
-    return drop_path(backend.asarray(np.float32(1.0)), 0.5, training, axis=0)
+def _zero_d(**kwargs: Any) -> Callable[[Any, Any, bool], Any]:
+    """A drop_path call on a 0-d array with these arguments."""
+    return lambda x, backend, training: drop_path(backend.asarray(np.float32(1.0)), 0.5, training, **kwargs)
 
 
 def _sync(*args: Any, **kwargs: Any) -> Callable[[Any, Any, bool], Any]:
@@ -128,15 +121,18 @@ def _just(make: Callable[[], Any]) -> Callable[[Any, Any, bool], Any]:
     return lambda x, backend, training: make()
 
 
+_NOT_AN_ARRAY = "x must be an array of a supported array library"
+
 CATALOGUE = [
     # x: not an array, or not a floating-point one
-    Bad("x list", _on([1.0, 2.0]), TypeError, "x must be an array of a supported array library"),
-    Bad("x tuple", _on((1.0, 2.0)), TypeError, "got an object of type tuple"),
-    Bad("x str", _on("abc"), TypeError, "got an object of type str"),
-    Bad("x float", _on(1.5), TypeError, "got an object of type float"),
-    Bad("x None", _on(None), TypeError, "got an object of type NoneType"),
-    Bad("x int array", _int_array, TypeError, "x must have a floating-point dtype, got"),
-    Bad("x bool array", _bool_array, TypeError, "x must have a floating-point dtype, got"),
+    Bad("x list", _on([1.0, 2.0]), TypeError, (_NOT_AN_ARRAY, "got an object of type list")),
+    Bad("x tuple", _on((1.0, 2.0)), TypeError, (_NOT_AN_ARRAY, "got an object of type tuple")),
+    Bad("x str", _on("abc"), TypeError, (_NOT_AN_ARRAY, "got an object of type str")),
+    Bad("x float", _on(1.5), TypeError, (_NOT_AN_ARRAY, "got an object of type float")),
+    Bad("x None", _on(None), TypeError, (_NOT_AN_ARRAY, "got an object of type NoneType")),
+    Bad("x int32 array", _dp(), TypeError, "x must have a floating-point dtype, got", dtype="int32"),
+    Bad("x int64 array", _dp(), TypeError, "x must have a floating-point dtype, got", dtype="int64"),
+    Bad("x bool array", _dp(), TypeError, "x must have a floating-point dtype, got", dtype="bool"),
     Bad("x float8", _float8, TypeError, "16 bits or more", backends=("torch",)),
     # drop_prob: values
     Bad("p negative", _dp(p=-0.1), ValueError, "drop_prob must be in [0, 1], got -0.1"),
@@ -157,30 +153,54 @@ CATALOGUE = [
     # axis: values
     Bad("axis 2 of 2-d", _dp(axis=2), ValueError, "axis 2 is out of range for x with 2 dimension(s)"),
     Bad("axis -3 of 2-d", _dp(axis=-3), ValueError, "axis -3 is out of range for x with 2 dimension(s)"),
-    Bad("axis (0, 5)", _dp(axis=(0, 5)), ValueError, "axis 5 is out of range"),
+    Bad("axis (0, 2)", _dp(axis=(0, 2)), ValueError, "axis 2 is out of range for x with 2 dimension(s)"),
+    Bad("axis (0, 5)", _dp(axis=(0, 5)), ValueError, "axis 5 is out of range for x with 2 dimension(s)"),
+    Bad("axis (5,)", _dp(axis=(5,)), ValueError, "axis 5 is out of range for x with 2 dimension(s)"),
     Bad("axis repeated", _dp(axis=(0, 0)), ValueError, "axis must not repeat an axis, got (0, 0)"),
     Bad("axis repeated negative", _dp(axis=(1, -1)), ValueError, "axis must not repeat an axis, got (1, -1)"),
-    Bad("axis of 0-d", _zero_d_with_axis, ValueError, "axis 0 is out of range for x with 0 dimension(s)"),
+    Bad("axis 0 of 0-d", _zero_d(axis=0), ValueError, "axis 0 is out of range for x with 0 dimension(s)"),
+    Bad("default axis of 0-d", _zero_d(), ValueError, "axis 0 is out of range for x with 0 dimension(s)"),
     # axis: types
     Bad("axis float", _dp(axis=0.0), TypeError, "axis must be an int or a tuple of ints, got 0.0"),
     Bad("axis str", _dp(axis="0"), TypeError, "axis must be an int or a tuple of ints, got '0'"),
     Bad("axis list", _dp(axis=[0]), TypeError, "axis must be an int or a tuple of ints, got [0]"),
     Bad("axis None", _dp(axis=None), TypeError, "axis must be an int or a tuple of ints, got None"),
     Bad("axis bool", _dp(axis=True), TypeError, "axis must be an int or a tuple of ints, got True"),
-    Bad("axis tuple with float", _dp(axis=(0, 1.0)), TypeError, "got (0, 1.0)"),
+    Bad(
+        "axis tuple with float",
+        _dp(axis=(0, 1.0)),
+        TypeError,
+        "axis must be an int or a tuple of ints, got (0, 1.0)",
+    ),
     # rng
-    Bad("rng str", _dp(rng="seed"), TypeError, "rng must be None, a non-negative int seed"),
+    Bad(
+        "rng str",
+        _dp(rng="seed"),
+        TypeError,
+        ("rng must be None, a non-negative int seed", "got an object of type builtins.str"),
+    ),
     Bad("rng float", _dp(rng=1.5), TypeError, "got an object of type builtins.float"),
     Bad("rng bool", _dp(rng=True), TypeError, "got an object of type builtins.bool"),
     Bad("rng list", _dp(rng=[0]), TypeError, "got an object of type builtins.list"),
-    Bad("rng RandomState", _dp(rng=np.random.RandomState(0)), TypeError, "numpy.random.mtrand.RandomState"),
+    Bad("rng object", _dp(rng=object()), TypeError, "got an object of type builtins.object"),
+    Bad(
+        "rng RandomState",
+        _dp(rng=np.random.RandomState(0)),
+        TypeError,
+        "got an object of type numpy.random.mtrand.RandomState",
+    ),
     Bad(
         "rng negative seed",
         _dp(rng=-1),
         ValueError,
         "rng must be a seed in [0, 2**64) when it is an int, got -1",
     ),
-    Bad("rng seed 2**64", _dp(rng=2**64), ValueError, f"got {2**64}"),
+    Bad(
+        "rng seed 2**64",
+        _dp(rng=2**64),
+        ValueError,
+        f"rng must be a seed in [0, 2**64) when it is an int, got {2**64}",
+    ),
     Bad("rng of another library", _other_library_generator, TypeError, "arrays, got an object of type"),
     Bad(
         "rng on another device",
@@ -276,28 +296,35 @@ CATALOGUE = [
 
 def _forms(backend) -> list[str]:
     forms = ["plain"]
-    if backend.name == "numpy":
+    if backend.name == "numpy":  # the one library here whose arrays have a writeable flag
         forms.append("read-only")
-    if backend.name != "array_api_strict":  # it has no strided views
+    if backend.name not in NO_STRIDED_VIEWS:
         forms.append("non-contiguous")
     return forms
 
 
-def _make(backend, form: str) -> Any:
+def _make(backend, form: str, dtype: str = "float32") -> Any:
     if form == "plain":
-        return random_batch(backend, (6, 3))
+        return random_batch(backend, (6, 3), dtype)
     if form == "read-only":
-        x = random_batch(backend, (6, 3))
+        x = random_batch(backend, (6, 3), dtype)
         x.flags.writeable = False
         return x
     # Every other row of a transposed array: strided, not contiguous.
-    big = random_batch(backend, (3, 12))
+    big = random_batch(backend, (3, 12), dtype)
     return backend.xp.permute_dims(big, (1, 0))[::2]
 
 
 def _snapshot(backend, x) -> tuple[bytes, Any]:
-    flags = x.flags.writeable if backend.name == "numpy" else None
+    flags = x.flags.writeable if isinstance(x, np.ndarray) else None
     return backend.to_numpy(x).tobytes(), flags
+
+
+def _cases() -> list[Any]:
+    return [
+        pytest.param(c, id=c.name, marks=() if c.backends is None else pytest.mark.backends(*c.backends))
+        for c in CATALOGUE
+    ]
 
 
 def test_the_catalogue_has_at_least_25_bad_calls():
@@ -306,21 +333,22 @@ def test_the_catalogue_has_at_least_25_bad_calls():
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
-@pytest.mark.parametrize("case", CATALOGUE, ids=lambda c: c.name)
+@pytest.mark.parametrize("case", _cases())
 def test_bad_call_raises_and_leaves_x_unchanged(backend, case, training):
-    if case.backends is not None and backend.name not in case.backends:
-        pytest.skip(f"{case.name} only applies to {', '.join(case.backends)}")
     if not training and not case.eval_too:
         pytest.skip("checked in training only")
-    if case.call is _other_library_generator and backend.name != "torch":
-        pytest.importorskip("torch", reason="needs torch for a generator of another library")
+    fragments = (case.fragment,) if isinstance(case.fragment, str) else case.fragment
     for form in _forms(backend):
-        x = _make(backend, form)
+        x = _make(backend, form, case.dtype)
         before = _snapshot(backend, x)
         with pytest.raises(case.error) as info:
             case.call(x, backend, training)
-        assert case.fragment in str(info.value), f"{form} x: {info.value}"
+        for fragment in fragments:
+            assert fragment in str(info.value), f"{form} x: {info.value}"
         assert _snapshot(backend, x) == before, f"{form} x was modified"
+
+
+# --- awkward inputs that are not errors ---
 
 
 @pytest.mark.parametrize("p", [0.0, 0.5, 1.0])
@@ -332,3 +360,31 @@ def test_awkward_inputs_are_accepted_and_left_unchanged(backend, p):
             out = drop_path(x, p, True, rng=rng)
             assert out.shape == x.shape
         assert _snapshot(backend, x) == before, f"{form} x was modified"
+
+
+def test_numpy_scalar_drop_prob_is_accepted(backend):
+    x = random_batch(backend, (6, 3))
+    before = _snapshot(backend, x)
+    assert drop_path(x, np.float32(0.0), True) is x
+    assert drop_path(x, np.float64(0.5), True, rng=0).shape == x.shape
+    assert _snapshot(backend, x) == before
+
+
+def test_zero_dimensional_array_drop_prob_is_accepted(backend):
+    # e.g. torch.linspace(0, rate, depth)[i], which timm accepts too
+    x = random_batch(backend, (6, 3))
+    before = _snapshot(backend, x)
+    p = backend.asarray(np.float64(0.5), "float32")
+    expected = backend.to_numpy(drop_path(x, 0.5, True, rng=0))
+    np.testing.assert_array_equal(backend.to_numpy(drop_path(x, p, True, rng=0)), expected)
+    assert drop_path(x, backend.asarray(np.float64(0.0), "float32"), True) is x
+    assert _snapshot(backend, x) == before
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_generator_of_another_library_names_the_library_and_the_type(backend, training):
+    x = random_batch(backend, (6, 3))
+    other = foreign_generator(backend)
+    name = re.escape(f"got an object of type {type(other).__module__}.{type(other).__qualname__}")
+    with pytest.raises(TypeError, match=rf"for {backend.name} arrays, {name}"):
+        drop_path(x, 0.5, training, rng=other)

@@ -13,7 +13,8 @@ import pytest
 
 from anydrop import PortableRNG, drop_path
 
-pytestmark = pytest.mark.backends("torch")
+# One xdist worker for the module: the two ranks start once, for all the tests that read them.
+pytestmark = [pytest.mark.backends("torch"), pytest.mark.xdist_group("torch_distributed")]
 
 torch = pytest.importorskip("torch")
 
@@ -112,8 +113,8 @@ class TestSynchronizedRng:
         assert torch.equal(torch.rand(5, generator=gen), torch.rand(5, generator=fresh))
 
     def test_step_seeds_are_the_portable_stream(self):
-        from anydrop._core._portable import stream_value
         from anydrop.torch import synchronized_rng
+        from tests.internals import stream_value
 
         assert synchronized_rng(7, 3).initial_seed() == stream_value(7, 3)
         # Value 3 of PortableRNG(7)'s stream: what a 4th sample's uniform is made of.

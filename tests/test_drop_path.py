@@ -10,7 +10,7 @@ import pytest
 from array_api_compat import array_namespace, device
 
 from anydrop import drop_path
-from conftest import make_generator
+from tests.backends import NO_ADVANCING_RNG, NO_DEFAULT_RNG, NO_STRIDED_VIEWS, make_generator
 from tests.helpers import kept_samples, random_batch, scaled
 
 # Count bounds are mean +- 5 standard deviations at a fixed seed: a correct
@@ -40,10 +40,8 @@ def test_each_sample_is_zero_or_scaled(backend):
     assert 0 < kept.sum() < kept.size
 
 
-@pytest.mark.parametrize("dtype", ALL_FLOAT_DTYPES)
+@pytest.mark.parametrize("dtype", ALL_FLOAT_DTYPES, indirect=True)
 def test_dtypes_keep_structure_and_metadata(backend, dtype):
-    if dtype not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no {dtype}")
     x = random_batch(backend, (128, 2, 3), dtype)
     out = drop_path(x, 0.5, True, rng=1)
     assert out.dtype == x.dtype
@@ -81,7 +79,7 @@ def test_scale_by_keep_preserves_the_mean(backend, p):
     assert abs(out.mean() - 2.0) <= SIGMAS * se
 
 
-@pytest.mark.rng_needs("default_rng")
+@pytest.mark.skip_backends(**NO_DEFAULT_RNG)
 @pytest.mark.parametrize("scale_by_keep", [True, False])
 def test_drop_prob_one_gives_exact_zeros(backend, scale_by_keep):
     host = np.array([[1.0, -2.0], [np.inf, -np.inf], [np.nan, 3.0]])
@@ -154,7 +152,7 @@ def test_same_seed_same_output_and_seeds_differ(backend):
     assert not np.array_equal(a, c)  # equal masks have probability 2**-64
 
 
-@pytest.mark.rng_needs("advancing_rng")
+@pytest.mark.skip_backends(**NO_ADVANCING_RNG)
 def test_generator_advances_and_reproduces(backend):
     x = random_batch(backend, (64, 3))
     gen = make_generator(backend, 11)
@@ -172,7 +170,7 @@ def test_int_seed_is_a_fresh_generator_with_that_seed(backend):
     np.testing.assert_array_equal(by_seed, by_generator)
 
 
-@pytest.mark.rng_needs("default_rng")
+@pytest.mark.skip_backends(**NO_DEFAULT_RNG)
 def test_default_rng_draws_valid_masks(backend):
     x = random_batch(backend, (512, 2))
     out = drop_path(x, 0.5, True)
@@ -190,9 +188,8 @@ def test_input_is_never_modified(backend, p, training):
     np.testing.assert_array_equal(backend.to_numpy(x), before)
 
 
+@pytest.mark.skip_backends(**NO_STRIDED_VIEWS)
 def test_non_contiguous_input(backend):
-    if backend.name == "array_api_strict":
-        pytest.skip("array-api-strict has no strided views")
     x = random_batch(backend, (16, 6))
     view = backend.xp.permute_dims(x, (1, 0))  # a transposed view, not contiguous
     out = drop_path(view, 0.5, True, axis=0, rng=3)

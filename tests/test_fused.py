@@ -9,7 +9,7 @@ import pytest
 from array_api_compat import array_namespace, device
 
 from anydrop import DropPath, DropPathResidual, drop_path, drop_path_add, drop_path_residual
-from conftest import RESIDUAL_GATHERS
+from tests.backends import RESIDUAL_GATHERS
 from tests.helpers import random_batch
 
 # Bounds are mean +- 5 standard deviations at fixed seeds (false alarm < 1e-6 each).
@@ -210,11 +210,9 @@ def _neighbours(keep: float, eps: float) -> tuple[float, float]:
     return lo, lo + spacing
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"], indirect=True)
 @pytest.mark.parametrize("p", [0.1, 0.3])
 def test_16_bit_scale_is_unbiased(backend, dtype, p):
-    if dtype not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no {dtype}")
     n = 400_000
     keep = 1.0 - p
     ones = backend.xp.ones((n, 1), dtype=backend.dtype(dtype), device=device(random_batch(backend, (1,))))
@@ -238,10 +236,8 @@ def test_16_bit_scale_is_unbiased(backend, dtype, p):
 
 
 @pytest.mark.skip_backends(**RESIDUAL_GATHERS)
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"], indirect=True)
 def test_16_bit_fixed_size_residual_scale_is_unbiased(backend, dtype):
-    if dtype not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no {dtype}")
     n = 300
     # x = 0 and fn = 1 make the output the scale itself, with no rounding of a sum.
     zeros = backend.xp.zeros((n, 1), dtype=backend.dtype(dtype), device=device(random_batch(backend, (1,))))

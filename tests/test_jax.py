@@ -13,7 +13,7 @@ import pytest
 
 from anydrop import DropPath, PortableRNG, drop_path, drop_path_add, drop_path_residual
 from tests.helpers import kept_samples, random_batch
-from tests.test_portable_rng import GOLDEN_BITS, GOLDEN_POSITION, GOLDEN_SEED, run_sequence
+from tests.portable_spec import GOLDEN_BITS, GOLDEN_POSITION, GOLDEN_SEED, run_sequence
 
 pytestmark = pytest.mark.backends("jax")
 

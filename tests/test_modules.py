@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from anydrop import DropPath, drop_path
-from conftest import make_generator
+from tests.backends import NO_ADVANCING_RNG, make_generator
 from tests.helpers import kept_samples, random_batch, scaled
 
 
@@ -63,7 +63,7 @@ def test_int_rng_seeds_one_stream_that_advances(backend):
     np.testing.assert_array_equal(first[0], backend.to_numpy(drop_path(x, 0.5, True, rng=123)))
 
 
-@pytest.mark.rng_needs("advancing_rng")
+@pytest.mark.skip_backends(**NO_ADVANCING_RNG)
 def test_generator_rng_is_used_and_advanced(backend):
     x = random_batch(backend, (64, 2))
     layer = DropPath(0.5, rng=make_generator(backend, 5))

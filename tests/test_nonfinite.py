@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 from anydrop import PortableRNG, drop_path
-from conftest import require_rng
+from tests.backends import NO_DEFAULT_RNG, skip_unsupported
 from tests.helpers import scaled
-from tests.test_portable_rng import spec_kept
+from tests.portable_spec import spec_kept
 
 SPECIALS = [math.inf, -math.inf, math.nan]
 
@@ -35,7 +35,7 @@ def _special_batch(backend, dtype: str = "float32", n: int = 64):
 @pytest.mark.parametrize("rng", ["seed", "portable", "none"])
 def test_drop_prob_one_gives_exact_zeros_for_any_input(backend, axis, scale_by_keep, rng):
     if rng == "none":
-        require_rng(backend, "default_rng")
+        skip_unsupported(backend, NO_DEFAULT_RNG)
     x, _ = _special_batch(backend)
     r = {"seed": 3, "portable": PortableRNG(3), "none": None}[rng]
     out = backend.to_numpy(drop_path(x, 1.0, True, scale_by_keep, axis=axis, rng=r))
@@ -43,10 +43,8 @@ def test_drop_prob_one_gives_exact_zeros_for_any_input(backend, axis, scale_by_k
     assert not np.any(np.signbit(out)), "expected +0.0, not -0.0"
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64", "complex64"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64", "complex64"], indirect=True)
 def test_drop_prob_one_exact_zeros_in_every_dtype(backend, dtype):
-    if dtype not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no {dtype}")
     x, _ = _special_batch(backend, dtype)
     out = backend.to_numpy(drop_path(x, 1.0, True, rng=0))
     assert np.all(out == 0)
@@ -89,10 +87,9 @@ def test_torch_gradients_stay_finite_for_non_finite_branches(backend, p):
     assert torch.equal(x.grad[finite_rows], expected[finite_rows])
 
 
-def test_a_scale_that_overflows_float16_is_a_value_error(backend):
-    if "float16" not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no float16")
-    x = backend.asarray(np.zeros((1, 2)), "float16")
+@pytest.mark.parametrize("dtype", ["float16"], indirect=True)
+def test_a_scale_that_overflows_float16_is_a_value_error(backend, dtype):
+    x = backend.asarray(np.zeros((1, 2)), dtype)
     before = backend.to_numpy(x).copy()
     # 1 / keep = 1e5 is inf in float16, and 0 * inf is NaN: refuse rather than return NaN.
     with pytest.raises(ValueError, match=r"drop_prob=0\.99999 .*overflows .*float16"):

@@ -1,9 +1,9 @@
 """anydrop.PortableRNG: the same masks on every array library, from a written-down stream.
 
 Every backend session checks its masks against the specification (an
-independent pure-Python version below) and against golden bits, so masks agree
-across NumPy, PyTorch, CuPy, array-api-strict and JAX without all of them
-being installed at once.
+independent pure-Python version in ``tests/portable_spec.py``) and against
+golden bits, so masks agree across NumPy, PyTorch, CuPy, array-api-strict and
+JAX without all of them being installed at once.
 """
 
 from __future__ import annotations
@@ -21,67 +21,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from anydrop import DropPath, PortableRNG, drop_path
-from anydrop._core._portable import splitmix64_numpy, splitmix64_python
-from anydrop._core.backends import backend_for
 from tests.helpers import random_batch
-
-_M64 = 2**64 - 1
-_GAMMA = 0x9E3779B97F4A7C15
-
-
-def _mix(z: int) -> int:
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _M64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
-    return z ^ (z >> 31)
-
-
-def spec_uniforms(seed: int, position: int, n: int) -> list[float]:
-    """The documented stream: u_k = (mix64(mix64(seed) + (k + 1) * gamma) >> 11) * 2**-53."""
-    state = _mix(seed)
-    return [(_mix((state + (k + 1) * _GAMMA) & _M64) >> 11) * 2.0**-53 for k in range(position, position + n)]
-
-
-def spec_kept(seed: int, position: int, n: int, keep: float) -> np.ndarray:
-    return np.array([u < keep for u in spec_uniforms(seed, position, n)], dtype=bool)
-
-
-# (x shape, drop_prob, axis, training) of one call sequence, and the kept bits
-# of each call that draws, in C order over the mask. Changing these breaks
-# every saved comparison between frameworks: the stream is part of the API.
-SEQUENCE = [
-    ((12, 2), 0.5, 0, True),
-    ((3, 4, 5), 0.25, (0, 2), True),
-    ((4, 2), 0.0, 0, True),  # identity: draws nothing
-    ((4, 2), 0.5, 0, False),  # eval: draws nothing
-    ((2, 3), 0.9, (), True),
-    ((4, 1), 1.0, 0, True),  # draws 4 values, keeps none
-    ((0, 3), 0.5, 0, True),
-    ((10, 1), 0.1, -2, True),
-]
-GOLDEN_SEED = 2024
-GOLDEN_BITS = ["111111000110", "110111111110110", "0", "0000", "1111111111"]
-GOLDEN_POSITION = 42
-
-
-def _kept_bits(out: np.ndarray, axes: tuple[int, ...]) -> str:
-    other = tuple(i for i in range(out.ndim) if i not in axes)
-    kept = np.any(out != 0, axis=other) if other else out != 0
-    return "".join("1" if k else "0" for k in np.ravel(kept))
-
-
-def _axes(axis, ndim):
-    items = axis if isinstance(axis, tuple) else (axis,)
-    return tuple(sorted(a % ndim for a in items))
-
-
-def run_sequence(backend, rng: PortableRNG, dtype: str = "float32") -> list[str]:
-    bits = []
-    for i, (shape, p, axis, training) in enumerate(SEQUENCE):
-        x = random_batch(backend, shape, dtype, seed=i)
-        out = drop_path(x, p, training, axis=axis, rng=rng)
-        if training and p > 0:
-            bits.append(_kept_bits(backend.to_numpy(out), _axes(axis, len(shape))))
-    return [b for b in bits if b]
+from tests.internals import portable_masks, splitmix64_numpy, splitmix64_python
+from tests.portable_spec import (
+    GOLDEN_BITS,
+    GOLDEN_POSITION,
+    GOLDEN_SEED,
+    mix,
+    run_sequence,
+    spec_kept,
+    spec_uniforms,
+)
 
 
 def test_splitmix64_matches_its_published_reference_values():
@@ -108,10 +58,10 @@ def test_numpy_and_pure_python_streams_agree(state, start, n):
     assert splitmix64_numpy(np, state, start, n).tolist() == splitmix64_python(state, start, n)
 
 
-@pytest.mark.parametrize("dtype", ["float16", "bfloat16", "float32", "float64", "complex64", "complex128"])
+@pytest.mark.parametrize(
+    "dtype", ["float16", "bfloat16", "float32", "float64", "complex64", "complex128"], indirect=True
+)
 def test_masks_follow_the_specification_and_the_golden_bits(backend, dtype):
-    if dtype not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no {dtype}")
     rng = PortableRNG(GOLDEN_SEED)
     assert run_sequence(backend, rng, dtype) == GOLDEN_BITS
     assert rng.position == GOLDEN_POSITION
@@ -133,10 +83,8 @@ def test_large_masks_follow_the_specification(backend, p):
 
 # Not 16-bit floats: there the masks agree (checked above) but each library
 # rounds 1/keep its own way (NumPy rounds keep to float16 first).
-@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128"])
+@pytest.mark.parametrize("dtype", ["float32", "float64", "complex64", "complex128"], indirect=True)
 def test_outputs_equal_numpys_bit_for_bit(backend, dtype):
-    if dtype not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no {dtype}")
     host = np.random.default_rng(1).uniform(-3.0, 3.0, size=(64, 3, 2))
     if dtype.startswith("complex"):
         host = host + 1j * host[::-1]
@@ -152,8 +100,7 @@ def test_nested_masks_share_one_draw(backend):
     # Several probabilities compare the same uniform: a kept mask and a nested one.
     rng = PortableRNG(8)
     x = backend.asarray(np.ones((500, 2)))
-    source = backend_for(x).portable_source(rng, x)
-    kept, upper = source.masks((500, 1), (0.6, 0.2), backend.dtype("float32"), x, backend.xp)
+    kept, upper = portable_masks(rng, (500, 1), (0.6, 0.2), backend.dtype("float32"), x=x, xp=backend.xp)
     kept, upper = backend.to_numpy(kept)[:, 0], backend.to_numpy(upper)[:, 0]
     u = np.array(spec_uniforms(8, 0, 500))
     np.testing.assert_array_equal(kept, (u < 0.6).astype(np.float32))
@@ -242,7 +189,7 @@ def test_threads_sharing_one_rng_use_disjoint_stretches():
 
 
 def spec_kept_fast(seed: int, position: int, n: int) -> np.ndarray:
-    ints = splitmix64_numpy(np, _mix(seed), position, n) >> np.uint64(11)
+    ints = splitmix64_numpy(np, mix(seed), position, n) >> np.uint64(11)
     return ints < np.uint64(2**52)
 
 

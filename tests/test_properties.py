@@ -30,7 +30,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from anydrop import PortableRNG, drop_path
-from conftest import has_rng, make_generator
+from tests.backends import NO_DEFAULT_RNG, make_generator
 from tests.helpers import scaled
 
 PROPERTY = settings(
@@ -82,9 +82,9 @@ def cases(draw: st.DrawFn, backend) -> dict[str, Any]:
         assume(1.0 / keep <= _max(backend, dtype) / 4)
     seed = draw(st.integers(0, 2**32 - 1))
     kinds = (
-        ["none", "seed", "generator", "portable"]
-        if has_rng(backend, "default_rng")
-        else ["seed", "generator", "portable"]
+        ["seed", "generator", "portable"]
+        if backend.name in NO_DEFAULT_RNG
+        else ["none", "seed", "generator", "portable"]
     )
     rng_kind = draw(st.sampled_from(kinds))
     rng = {

@@ -21,9 +21,11 @@ with probability at most 155e-6 per entry point and session (union bound). With
 the three entry points (``drop_path``, ``drop_path_add``,
 ``drop_path_residual``) that is 465 tests and at most 4.7e-4 per backend
 session, under 3e-3 for all six backend sessions (NumPy, PyTorch, CuPy,
-array-api-strict, Dask and JAX). With fixed seeds a run either
-passes or fails forever; the rate says how likely a correct change that
-shifts the random streams (a new seed, a new torch) is to trip a test.
+array-api-strict, Dask and JAX). Some backends run fewer (``FEWER``,
+``KEY_IS_THE_SEED``: parametrizations that would repeat a draw), never more.
+With fixed seeds a run either passes or fails forever; the rate says how
+likely a correct change that shifts the random streams (a new seed, a new
+torch) is to trip a test.
 
 Power. At n = 1,000,000 samples the count test rejects a keep probability off by
 0.5% (absolute, at p = 0.5), the mean test at n = 2**22 a scale off by 0.1% at
@@ -50,7 +52,7 @@ import pytest
 from array_api_compat import array_namespace
 
 from anydrop import DropPath, PortableRNG, drop_path, drop_path_add, drop_path_residual
-from conftest import RESIDUAL_GATHERS, make_generator, require_rng, skip_unsupported
+from tests.backends import NO_ADVANCING_RNG, RESIDUAL_GATHERS, make_generator, skip_unsupported
 from tests.stats import Acceptance, binomial_acceptance, hoeffding_slack, hypergeometric_acceptance
 
 ALPHA = 1e-6
@@ -100,11 +102,74 @@ N_MEAN = 2**22
 SEED = 20_240_611
 
 
+@dataclass(frozen=True)
+class Fewer:
+    """The parametrizations an entry point runs on one backend, where fewer than all, and why."""
+
+    count_dtypes: tuple[str, ...]
+    mean_dtypes: tuple[str, ...]
+    independence_ps: tuple[float, ...]
+    why: str
+
+
+#: Where an entry point runs fewer parametrizations on one backend: (backend, entry point) -> Fewer.
+FEWER = {
+    ("jax", "drop_path_residual"): Fewer(
+        count_dtypes=("float32",),
+        mean_dtypes=("float32", "bfloat16"),
+        independence_ps=(0.5,),
+        why="JAX draws the kept samples from the key before any dtype enters, so every dtype keeps "
+        "the same ones (test_jax_keeps_the_same_samples_in_every_dtype), and drop_prob only moves the "
+        "threshold of the draw whose independence is tested; drop_path_residual cannot be jitted, and "
+        "eagerly it compiles its gathers anew for every kept count (the slowest calls here), so it "
+        "counts in one dtype, checks the mean in one dtype of each scale (rounded once, and the "
+        "unbiased 16-bit one) and independence at one drop_prob, and drop_path runs every case",
+    ),
+}
+#: An int seed on JAX makes the key that make_generator makes: the same draw as the seed kind.
+KEY_IS_THE_SEED = {
+    "jax": "a JAX generator is the key an int seed makes (tests/test_jax.py): the seed kind's draw"
+}
+
+
 @pytest.fixture(params=ENTRY_POINTS, ids=lambda e: e.name)
 def entry(request, backend):
     if request.param.name == "drop_path_residual":
         skip_unsupported(backend, RESIDUAL_GATHERS)
     return request.param
+
+
+def _skip_fewer(
+    backend,
+    entry: EntryPoint,
+    *,
+    count_dtype: str | None = None,
+    mean_dtype: str | None = None,
+    independence_p: float | None = None,
+) -> None:
+    """Skip a parametrization that ``FEWER`` leaves out for this backend and entry point."""
+    fewer = FEWER.get((backend.name, entry.name))
+    if fewer is None:
+        return
+    for test, value, kept in [
+        ("count", count_dtype, fewer.count_dtypes),
+        ("mean", mean_dtype, fewer.mean_dtypes),
+        ("independence", independence_p, fewer.independence_ps),
+    ]:
+        if value is not None and value not in kept:
+            only = ", ".join(map(str, kept))
+            pytest.skip(f"{entry.name} on {backend.name}: the {test} tests at {only} only: {fewer.why}")
+
+
+_CONSTANTS: dict[tuple[str, int, float, str], Any] = {}
+
+
+def _constant(backend, n: int, value: float, dtype: str = "float32") -> Any:
+    """An (n, 1) array of ``value``: made once per session, since drop_path never modifies its input."""
+    key = (backend.name, n, value, dtype)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = backend.asarray(np.full((n, 1), value), dtype)
+    return _CONSTANTS[key]
 
 
 def _rng(kind: str, backend, seed: int) -> Any:
@@ -116,24 +181,13 @@ def _rng(kind: str, backend, seed: int) -> Any:
     if kind == "portable":
         return PortableRNG(seed)
     if kind == "global":
-        require_rng(backend, "default_rng")
-        if backend.name == "torch":
-            import torch
-
-            torch.manual_seed(seed)
-            return None
-        if backend.name == "cupy":
-            import cupy
-
-            cupy.random.seed(seed)
-            return None
-        pytest.skip(f"{backend.name}'s default source is OS entropy, which no seed fixes")
+        backend.seed_default_rng(seed)
+        return None
     raise AssertionError(kind)
 
 
 def _kept(backend, entry: EntryPoint, p: float, rng: Any, *, dtype: str = "float32") -> np.ndarray:
-    branch = backend.asarray(np.full((N, 1), 1.5), dtype)
-    out = backend.to_numpy(entry.apply(branch, p, rng))
+    out = backend.to_numpy(entry.apply(_constant(backend, N, 1.5, dtype), p, rng))
     return out[:, 0] != 0
 
 
@@ -199,18 +253,32 @@ def test_false_alarm_budget():
 # --- Binomial counts ---
 
 RNG_KINDS = ("seed", "generator", "portable", "global")
+_KIND_MARKS = {"generator": pytest.mark.skip_backends(**KEY_IS_THE_SEED)}
 
 
 @pytest.mark.parametrize("p", COUNT_PS)
-@pytest.mark.parametrize("dtype", COUNT_DTYPES)
-@pytest.mark.parametrize("kind", RNG_KINDS)
+@pytest.mark.parametrize("dtype", COUNT_DTYPES, indirect=True)
+@pytest.mark.parametrize("kind", [pytest.param(k, marks=_KIND_MARKS.get(k, ())) for k in RNG_KINDS])
 def test_kept_count_is_binomial(backend, entry, kind, dtype, p):
-    if dtype not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no {dtype}")
+    _skip_fewer(backend, entry, count_dtype=dtype)
     kept = _kept(backend, entry, p, _rng(kind, backend, SEED), dtype=dtype)
     region = binomial_acceptance(N, 1.0 - p, ALPHA)
     k = int(kept.sum())
     assert k in region, f"{k} of {N} kept at p={p}; a correct mask keeps {region.lo}..{region.hi}"
+
+
+@pytest.mark.backends("jax")
+@pytest.mark.parametrize("kind", ["seed", "portable"])
+def test_jax_keeps_the_same_samples_in_every_dtype(backend, entry, kind):
+    # What FEWER's JAX entry rests on, checked on a short batch: the dtype changes the scale only.
+    kept = {}
+    for dtype in COUNT_DTYPES:
+        branch = backend.asarray(np.full((1000, 1), 1.5), dtype)
+        out = backend.to_numpy(entry.apply(branch, 0.5, _rng(kind, backend, SEED)))
+        kept[dtype] = out[:, 0] != 0
+    assert 0 < kept["float32"].sum() < 1000
+    for dtype in COUNT_DTYPES:
+        np.testing.assert_array_equal(kept[dtype], kept["float32"], err_msg=dtype)
 
 
 # --- unbiased scaled mean ---
@@ -237,13 +305,11 @@ def mean_band(n: int, keep: float, dtype: str, *, dithered: bool) -> tuple[float
 
 
 @pytest.mark.parametrize("p", MEAN_PS)
-@pytest.mark.parametrize("dtype", COUNT_DTYPES)
+@pytest.mark.parametrize("dtype", COUNT_DTYPES, indirect=True)
 def test_scaled_mean_is_unbiased(backend, entry, dtype, p):
-    if dtype not in backend.float_dtypes:
-        pytest.skip(f"{backend.name} has no {dtype}")
+    _skip_fewer(backend, entry, mean_dtype=dtype)
     x = 1.0
-    branch = backend.asarray(np.full((N_MEAN, 1), x), dtype)
-    out = backend.to_numpy(entry.apply(branch, p, SEED)).astype(np.float64)
+    out = backend.to_numpy(entry.apply(_constant(backend, N_MEAN, x, dtype), p, SEED)).astype(np.float64)
     values, counts = np.unique(out, return_counts=True)
     total = math.fsum(float(v) * int(c) for v, c in zip(values, counts, strict=True))
     lo, hi = mean_band(N_MEAN, 1.0 - p, dtype, dithered=dtype in ("float16", "bfloat16"))
@@ -260,11 +326,11 @@ def _successive(kind: str, backend, entry: EntryPoint, p: float) -> tuple[np.nda
     """Two masks of successive calls that share one stream."""
     if kind == "layer":
         layer = DropPath(p, rng=SEED)
-        branch = backend.asarray(np.full((N, 1), 1.5))
+        branch = _constant(backend, N, 1.5)
         first, second = (backend.to_numpy(layer(branch))[:, 0] != 0 for _ in range(2))
         return first, second
     if kind == "generator":
-        require_rng(backend, "advancing_rng")
+        skip_unsupported(backend, NO_ADVANCING_RNG)
     rng = _rng(kind, backend, SEED)
     return _kept(backend, entry, p, rng), _kept(backend, entry, p, rng)
 
@@ -277,6 +343,7 @@ WITHIN_KINDS = ("seed", "portable")
 @pytest.mark.parametrize("p", INDEPENDENCE_PS)
 @pytest.mark.parametrize("kind", SUCCESSIVE_KINDS)
 def test_masks_of_successive_calls_are_independent(backend, entry, kind, p):
+    _skip_fewer(backend, entry, independence_p=p)
     if kind == "seed_then_next":
         # Two calls of a training loop that passes the step as the seed.
         a, b = _kept(backend, entry, p, SEED), _kept(backend, entry, p, SEED + 1)
@@ -291,6 +358,7 @@ def test_masks_of_successive_calls_are_independent(backend, entry, kind, p):
 @pytest.mark.parametrize("p", INDEPENDENCE_PS)
 @pytest.mark.parametrize("kind", SEED_KINDS)
 def test_masks_of_adjacent_seeds_are_independent(backend, entry, kind, p):
+    _skip_fewer(backend, entry, independence_p=p)
     a = _kept(backend, entry, p, _rng(kind, backend, 0))
     b = _kept(backend, entry, p, _rng(kind, backend, 1))
     both, region = _fisher(a, b)
@@ -300,6 +368,7 @@ def test_masks_of_adjacent_seeds_are_independent(backend, entry, kind, p):
 @pytest.mark.parametrize("p", INDEPENDENCE_PS)
 @pytest.mark.parametrize("kind", WITHIN_KINDS)
 def test_neighbouring_samples_are_independent(backend, entry, kind, p):
+    _skip_fewer(backend, entry, independence_p=p)
     kept = _kept(backend, entry, p, _rng(kind, backend, SEED))
     # Disjoint pairs (0, 1), (2, 3), ...: independent observations under the null.
     both, region = _fisher(kept[0::2], kept[1::2])
