@@ -62,6 +62,9 @@ TORCH = os.environ.get("ANYDROP_TORCH_REQUIREMENT", "torch==2.13.0")
 # load that one file, and a torchvision wheel would pull in another torch.
 TIMM = "timm==1.0.31"
 JAX = os.environ.get("ANYDROP_JAX_REQUIREMENT", "jax[cpu]")
+# One pytest-xdist worker per CPU; loadgroup: the tests of one xdist_group (those
+# reading one two-rank process group) share a worker. `-- -n 0` runs one process.
+XDIST = ["-n", "auto", "--dist", "loadgroup"]
 
 
 def _cuda_driver_version() -> int | None:
@@ -111,9 +114,7 @@ def tests(session: nox.Session, backend: str) -> None:
         # distributed for the LocalCluster test; anydrop's dask extra needs only dask.array.
         session.install("-e", ".[dask]", "distributed")
     session.install("-e", ".[test]")
-    # loadgroup: the tests of one xdist_group (those reading one two-rank process group) share a worker.
-    xdist = ["-n", "auto", "--dist", "loadgroup"]
-    session.run("pytest", f"--backend={backend}", *xdist, *session.posargs)
+    session.run("pytest", f"--backend={backend}", *XDIST, *session.posargs)
 
 
 @nox.session
@@ -181,7 +182,7 @@ def mindeps(session: nox.Session) -> None:
         "-c",
         "import array_api_compat as c; print('array-api-compat', c.__version__)",
     )
-    session.run("pytest", "--backend=numpy", *session.posargs)
+    session.run("pytest", "--backend=numpy", *XDIST, *session.posargs)
 
 
 @nox.session
