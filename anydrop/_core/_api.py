@@ -13,8 +13,7 @@ from typing import Any, TypeVar
 
 from ._checks import ONES, DtypeInfo, check_drop_prob, dtype_info, mask_shape
 from ._compat import array_namespace
-from ._scale import scaled_mask
-from ._sources import MaskSource
+from ._scale import rounding_16_bit, unbiased_mask
 from .backends import BY_TYPE, Backend, register
 
 __all__ = ["Array", "Axis", "drop_path", "drop_path_add", "prepare"]
@@ -23,24 +22,37 @@ Array = TypeVar("Array")
 Axis = int | tuple[int, ...]
 
 
-def prepare(
-    x: Any, drop_prob: object, training: object, axis: object, rng: object
-) -> tuple[Any, Backend, DtypeInfo, float, tuple[int, ...], MaskSource | None]:
-    """Validate what every entry point shares; return what drawing a mask for ``x`` needs.
+def prepare(  # noqa: PLR0917
+    x: Any,
+    drop_prob: object,
+    training: object,
+    scale_by_keep: bool,
+    axis: object,
+    rng: object,
+    draw: bool = True,
+) -> tuple[Any, Backend, DtypeInfo, float, tuple[int, ...], Any]:
+    """Check the arguments every entry point shares, then draw the scaled mask for ``x``.
 
-    ``(xp, backend, dtype info, keep, mask shape, mask source)``, the source
+    Returns ``(xp, backend, dtype info, keep, mask shape, mask)``. The mask is
     None when nothing is dropped (eval mode or ``drop_prob == 0``; ``rng`` is
-    still checked). The common cases take the fast paths first: on a tiny
-    array each Python call is a measurable share of the whole.
+    still checked); else 0 for dropped samples and the scale (or 1) for kept
+    ones, drawn as timm draws it (a Bernoulli mask divided by ``keep`` in x's
+    dtype), so ``torch.manual_seed`` reproduces timm's masks bit for bit
+    wherever the scale is exact or the dtype is 32/64-bit. With ``draw=False``
+    it is the mask source instead, undrawn (drop_path_residual's fixed-size
+    subset draws its own).
+
+    One function on purpose: on a tiny array each Python call is a measurable
+    share of drop_path's whole cost, so the common cases take the fast paths first.
     """
     xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)
     p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
     info = dtypes.get(x.dtype) or dtype_info(xp, dtypes, x.dtype)
     shape = x.shape
     if type(axis) is int and axis == 0 and shape:
-        mask = (shape[0],) + ONES[len(shape) - 1]
+        shape = (shape[0],) + ONES[len(shape) - 1]
     else:
-        mask = mask_shape(shape, axis)
+        shape = mask_shape(shape, axis)
     try:
         identity = not training or p == 0.0
     except TypeError as exc:  # a traced flag (jax.jit): free on the common path
@@ -50,9 +62,22 @@ def prepare(
         ) from exc
     if identity:
         backend.check(rng, x)
-        return xp, backend, info, 1.0, mask, None
+        return xp, backend, info, 1.0, shape, None
+    keep = 1.0 - p
     source = backend.default_source if rng is None else backend.source(rng, x)
-    return xp, backend, info, 1.0 - p, mask, source
+    if not draw:
+        return xp, backend, info, keep, shape, source
+    if info.eps and scale_by_keep and keep > 0.0:
+        # 16-bit floats: 1/keep rounded to the dtype would bias every kept sample alike.
+        rounding = rounding_16_bit(keep, info, x.dtype)
+        if rounding is not None:
+            mask = unbiased_mask(source, keep, rounding, shape, info.mask, x, xp)
+            return xp, backend, info, keep, shape, mask
+    mask = source.bernoulli(keep, shape, info.mask, x, xp)
+    if scale_by_keep and keep > 0.0:
+        # In place on our own small mask: scale it, not the big array.
+        mask /= keep
+    return xp, backend, info, keep, shape, mask
 
 
 def drop_path(
@@ -136,10 +161,9 @@ def drop_path(
            [2., 2., 2.],
            [2., 2., 2.]])
     """
-    xp, backend, info, keep, shape, source = prepare(x, drop_prob, training, axis, rng)
-    if source is None:
+    xp, backend, _, keep, _, mask = prepare(x, drop_prob, training, scale_by_keep, axis, rng)
+    if mask is None:
         return x
-    mask = scaled_mask(source, keep, shape, info, scale_by_keep, x, xp)
     if keep == 0.0:
         # The mask is all zeros, but drawing it advances the generator as timm
         # does. Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.
@@ -147,14 +171,16 @@ def drop_path(
     return backend.multiply(x, mask)  # type: ignore[no-any-return]
 
 
-def _same_library(x: Any, other: Any, name: str) -> None:
-    if type(other) is not type(x):
+def _same_library(branch: Any, x: Any) -> None:
+    """Raise TypeError unless ``x`` is an array of ``branch``'s library (checked before anything is drawn)."""
+    if type(x) is not type(branch):
+        register(branch)  # branch must be an array itself: that error first
         try:
-            array_namespace(x, other)
+            array_namespace(branch, x)
         except TypeError:
             raise TypeError(
-                f"{name} must be an array of the same array library as x, got an object of type "
-                f"{type(other).__name__} for x of type {type(x).__name__}"
+                f"x must be an array of the same array library as branch, got an object of type "
+                f"{type(x).__name__} for branch of type {type(branch).__name__}"
             ) from None
 
 
@@ -202,11 +228,10 @@ def drop_path_add(
            [2., 2.],
            [2., 2.]])
     """
-    xp, backend, info, keep, shape, source = prepare(branch, drop_prob, training, axis, rng)
-    _same_library(branch, x, "x")
-    if source is None:
+    _same_library(branch, x)
+    xp, backend, _, keep, _, mask = prepare(branch, drop_prob, training, scale_by_keep, axis, rng)
+    if mask is None:
         return x + branch  # type: ignore[operator, no-any-return]
-    mask = scaled_mask(source, keep, shape, info, scale_by_keep, branch, xp)
     if keep == 0.0:
         # Select, not multiply, as in drop_path: an inf or NaN branch adds exact zeros.
         return x + xp.where(mask > 0, branch, 0)  # type: ignore[no-any-return]

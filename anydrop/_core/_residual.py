@@ -9,7 +9,7 @@ from typing import Any
 
 from ._api import Array, prepare
 from ._checks import ONES, DtypeInfo, check_callable, check_sample_axis
-from ._scale import fixed_scales, scaled_mask
+from ._scale import fixed_scales
 from ._sources import MaskSource
 
 __all__ = ["drop_path_residual"]
@@ -90,22 +90,25 @@ def drop_path_residual(
     """
     check_callable(fn, "fn")
     ax = check_sample_axis(axis)
-    xp, backend, info, keep, shape, source = prepare(x, drop_prob, training, ax, rng)
+    # Checks the arguments and finds the mask source, drawing nothing yet: a
+    # refusal below must leave the generator as it was.
+    xp, backend, info, keep, shape, source = prepare(x, drop_prob, training, scale_by_keep, ax, rng, False)
     if source is None:
         return x + fn(x)  # type: ignore[operator, no-any-return]
     ndim = len(shape)
     ax %= ndim
     n = x.shape[ax]  # type: ignore[attr-defined]
-    if keep == 0.0 or n == 0:
-        # Draw as drop_path does, so that the generator advances the same way.
-        scaled_mask(source, keep, shape, info, scale_by_keep, x, xp)
-        return x
-    if backend.residual_refusal is not None:
+    drops_all = keep == 0.0 or n == 0
+    if backend.residual_refusal is not None and not drops_all:
         raise TypeError(backend.residual_refusal)
-    if fixed_size:
+    if fixed_size and not drops_all:
         idx, position, scales = _fixed_subset(source, keep, n, info, scale_by_keep, x, xp)
     else:
-        idx, position, scales = _bernoulli_subset(source, keep, n, info, scale_by_keep, x, xp)
+        # drop_path's own mask (the source above drew nothing, so this is the first draw).
+        mask = prepare(x, drop_prob, training, scale_by_keep, ax, rng)[5]
+        if drops_all:
+            return x
+        idx, position, scales = _bernoulli_subset(xp.reshape(mask, (n,)), scale_by_keep, x, xp)
     branch_in = xp.take(x, idx, axis=ax)
     y: Any = fn(branch_in)
     if getattr(y, "shape", None) != branch_in.shape:
@@ -153,11 +156,8 @@ def _fixed_subset(  # noqa: PLR0917
     return idx, position, fixed_scales(source, scale, k, info, x, xp)
 
 
-def _bernoulli_subset(  # noqa: PLR0917
-    source: MaskSource, keep: float, n: int, info: DtypeInfo, scale_by_keep: bool, x: Any, xp: Any
-) -> tuple[Any, Any, Any]:
-    """The samples drop_path's own mask keeps, as :func:`_fixed_subset` returns them."""
-    mask = scaled_mask(source, keep, (n,), info, scale_by_keep, x, xp)
+def _bernoulli_subset(mask: Any, scale_by_keep: bool, x: Any, xp: Any) -> tuple[Any, Any, Any]:
+    """The samples a scaled mask of one value per sample keeps, as :func:`_fixed_subset` returns them."""
     kept = mask > 0
     try:
         (idx,) = xp.nonzero(kept)

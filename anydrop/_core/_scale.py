@@ -1,6 +1,6 @@
 # SPDX-License-Identifier: BSD-3-Clause
 # Copyright (c) 2026, the anydrop developers. Part of anydrop; see its LICENSE.
-"""The scaled mask, and the unbiased rounding of its scale in 16-bit floats.
+"""The unbiased rounding of the scale in 16-bit floats.
 
 bfloat16 holds 1/0.9 as 1.109375, 0.16% low: scaling every kept sample by it
 biases them all the same way. Instead each kept sample's scale is ``lo`` or
@@ -16,7 +16,7 @@ from typing import Any
 from ._checks import DtypeInfo
 from ._sources import MaskSource
 
-__all__ = ["dither", "fixed_scales", "scaled_mask"]
+__all__ = ["dither", "fixed_scales", "rounding_16_bit", "unbiased_mask"]
 
 
 def dither(keep: float, info: DtypeInfo) -> tuple[float, float, float] | None:
@@ -36,48 +36,33 @@ def dither(keep: float, info: DtypeInfo) -> tuple[float, float, float] | None:
     return lo, spacing, frac
 
 
-def scaled_mask(  # noqa: PLR0917
+def rounding_16_bit(keep: float, info: DtypeInfo, dtype: Any) -> tuple[float, float, float] | None:
+    """:func:`dither` for drop path's scale ``1 / keep``; ValueError if it overflows the 16-bit ``dtype``.
+
+    (float32 overflows for no ``keep`` a float64 ``drop_prob`` can give.) An
+    inf scale would turn zeros into NaN.
+    """
+    if 1.0 / keep > info.max:
+        raise ValueError(
+            f"drop_prob={1.0 - keep:.6g} is too close to 1 for {dtype}: the scale 1/keep = "
+            f"{1.0 / keep:.6g} overflows {dtype} (max {info.max:g}); pass scale_by_keep=False "
+            "or use a wider dtype"
+        )
+    return dither(keep, info)
+
+
+def unbiased_mask(  # noqa: PLR0917
     source: MaskSource,
     keep: float,
+    rounding: tuple[float, float, float],
     shape: tuple[int, ...],
-    info: DtypeInfo,
-    scale_by_keep: bool,
+    dtype: Any,
     x: Any,
     xp: Any,
 ) -> Any:
-    """The mask of ``shape``: 0 for dropped samples, the scale (or 1) for kept ones.
-
-    Drawn as timm draws it (a Bernoulli mask divided by ``keep`` in x's
-    dtype), so ``torch.manual_seed`` reproduces timm's masks bit for bit
-    wherever the scale is exact or the dtype is 32/64-bit.
-    """
-    if info.eps and scale_by_keep and keep > 0.0:
-        return _unbiased_16_bit_mask(source, keep, shape, info, x, xp)
-    mask = source.bernoulli(keep, shape, info.mask, x, xp)
-    if scale_by_keep and keep > 0.0:
-        # In place on our own small mask: scale it, not the big array.
-        mask /= keep
-    return mask
-
-
-def _unbiased_16_bit_mask(  # noqa: PLR0917
-    source: MaskSource, keep: float, shape: tuple[int, ...], info: DtypeInfo, x: Any, xp: Any
-) -> Any:
-    if 1.0 / keep > info.max:
-        # (float32 overflows for no keep a float64 drop_prob can give.) An inf
-        # scale would turn zeros into NaN.
-        raise ValueError(
-            f"drop_prob={1.0 - keep:.6g} is too close to 1 for {x.dtype}: the scale 1/keep = "
-            f"{1.0 / keep:.6g} overflows {x.dtype} (max {info.max:g}); pass scale_by_keep=False "
-            "or use a wider dtype"
-        )
-    rounding = dither(keep, info)
-    if rounding is None:
-        mask = source.bernoulli(keep, shape, info.mask, x, xp)
-        mask /= keep
-        return mask
+    """The scaled mask, its scale rounded without bias: 0 if dropped, else ``lo`` or ``lo + spacing``."""
     lo, spacing, frac = rounding
-    kept, upper = source.bernoulli_pair(keep, frac, shape, info.mask, x, xp)
+    kept, upper = source.bernoulli_pair(keep, frac, shape, dtype, x, xp)
     # Both scales are exact in the dtype, and so is every product here. In
     # place: the mask then costs the two allocations of its draws.
     upper *= spacing
