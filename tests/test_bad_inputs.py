@@ -1,6 +1,7 @@
 """The bad-input catalogue: every wrong call, its exception type, message fragments, and x unchanged.
 
-Each entry of ``CATALOGUE`` is one bad call. It runs on x in every form the
+Each entry of ``CATALOGUE`` is one bad call. It runs through drop_path and
+through drop_path_add (x as both inputs, which must be checked alike), on x in every form the
 backend has (an ordinary array, a read-only one, a non-contiguous view), in
 training and in eval mode where the error does not depend on the mode, and
 must raise the stated exception with the fragments (which name the argument
@@ -20,9 +21,19 @@ from typing import Any
 import numpy as np
 import pytest
 
-from anydrop import DropPath, PortableRNG, drop_path
+from anydrop import DropPath, PortableRNG, drop_path, drop_path_add
 from tests.backends import NO_STRIDED_VIEWS, foreign_generator
 from tests.helpers import random_batch
+
+
+def _drop_path_add(x: Any, *args: Any, **kwargs: Any) -> Any:
+    # x as both inputs: drop_path_add must check its branch exactly as drop_path checks x.
+    return drop_path_add(x, x, *args, **kwargs)
+
+
+#: The entry point the catalogue's calls go through; the test runs every call through each.
+_ENTRY: Callable[..., Any] = drop_path
+ENTRY_POINTS = {"drop_path": drop_path, "drop_path_add": _drop_path_add}
 
 
 @dataclass(frozen=True)
@@ -43,38 +54,38 @@ class Bad:
 def _dp(**kwargs: Any) -> Callable[[Any, Any, bool], Any]:
     """A drop_path call on x with these arguments changed (drop_prob 0.5 otherwise)."""
     p = kwargs.pop("p", 0.5)
-    return lambda x, backend, training: drop_path(x, p, training, **kwargs)
+    return lambda x, backend, training: _ENTRY(x, p, training, **kwargs)
 
 
 def _on(value: Any) -> Callable[[Any, Any, bool], Any]:
     """A drop_path call on ``value`` instead of x."""
-    return lambda x, backend, training: drop_path(value, 0.5, training)
+    return lambda x, backend, training: _ENTRY(value, 0.5, training)
 
 
 def _other_library_generator(x: Any, backend: Any, training: bool) -> Any:
-    return drop_path(x, 0.5, training, rng=foreign_generator(backend))
+    return _ENTRY(x, 0.5, training, rng=foreign_generator(backend))
 
 
 def _meta_input_cpu_generator(x: Any, backend: Any, training: bool) -> Any:
     import torch
 
     # Without a GPU the meta device is the other device at hand: the check is the same.
-    return drop_path(torch.empty(4, 2, device="meta"), 0.5, training, rng=torch.Generator())
+    return _ENTRY(torch.empty(4, 2, device="meta"), 0.5, training, rng=torch.Generator())
 
 
 def _float8(x: Any, backend: Any, training: bool) -> Any:
     import torch
 
-    return drop_path(torch.ones(4, 2).to(torch.float8_e4m3fn), 0.5, training)
+    return _ENTRY(torch.ones(4, 2).to(torch.float8_e4m3fn), 0.5, training)
 
 
 def _array_p(values: Any, dtype: str) -> Callable[[Any, Any, bool], Any]:
-    return lambda x, backend, training: drop_path(x, backend.asarray(np.asarray(values), dtype), training)
+    return lambda x, backend, training: _ENTRY(x, backend.asarray(np.asarray(values), dtype), training)
 
 
 def _zero_d(**kwargs: Any) -> Callable[[Any, Any, bool], Any]:
     """A drop_path call on a 0-d array with these arguments."""
-    return lambda x, backend, training: drop_path(backend.asarray(np.float32(1.0)), 0.5, training, **kwargs)
+    return lambda x, backend, training: _ENTRY(backend.asarray(np.float32(1.0)), 0.5, training, **kwargs)
 
 
 def _sync(*args: Any, **kwargs: Any) -> Callable[[Any, Any, bool], Any]:
@@ -83,6 +94,7 @@ def _sync(*args: Any, **kwargs: Any) -> Callable[[Any, Any, bool], Any]:
 
         return synchronized_rng(*args, **kwargs)
 
+    call.no_entry_point = True  # type: ignore[attr-defined]
     return call
 
 
@@ -100,7 +112,7 @@ def _jax_rng(make: Callable[[Any], Any]) -> Callable[[Any, Any, bool], Any]:
     def call(x: Any, backend: Any, training: bool) -> Any:
         import jax
 
-        return drop_path(x, 0.5, training, rng=make(jax))
+        return _ENTRY(x, 0.5, training, rng=make(jax))
 
     return call
 
@@ -108,7 +120,7 @@ def _jax_rng(make: Callable[[Any], Any]) -> Callable[[Any, Any, bool], Any]:
 def _jax_traced_p(x: Any, backend: Any, training: bool) -> Any:
     import jax
 
-    return jax.jit(lambda x, p: drop_path(x, p, training, rng=jax.random.key(0)))(x, 0.5)
+    return jax.jit(lambda x, p: _ENTRY(x, p, training, rng=jax.random.key(0)))(x, 0.5)
 
 
 def _jax_layer_key(x: Any, backend: Any, training: bool) -> Any:
@@ -117,8 +129,15 @@ def _jax_layer_key(x: Any, backend: Any, training: bool) -> Any:
     return DropPath(0.5, rng=jax.random.key(0))
 
 
+_jax_layer_key.no_entry_point = True  # type: ignore[attr-defined]
+
+
 def _just(make: Callable[[], Any]) -> Callable[[Any, Any, bool], Any]:
-    return lambda x, backend, training: make()
+    def call(x: Any, backend: Any, training: bool) -> Any:
+        return make()
+
+    call.no_entry_point = True  # type: ignore[attr-defined]
+    return call
 
 
 _NOT_AN_ARRAY = "x must be an array of a supported array library"
@@ -334,9 +353,13 @@ def test_the_catalogue_has_at_least_25_bad_calls():
 
 @pytest.mark.parametrize("training", [True, False], ids=["training", "eval"])
 @pytest.mark.parametrize("case", _cases())
-def test_bad_call_raises_and_leaves_x_unchanged(backend, case, training):
+@pytest.mark.parametrize("entry", list(ENTRY_POINTS))
+def test_bad_call_raises_and_leaves_x_unchanged(backend, case, training, entry, monkeypatch):
     if not training and not case.eval_too:
         pytest.skip("checked in training only")
+    if entry != "drop_path" and getattr(case.call, "no_entry_point", False):
+        pytest.skip("calls no entry point: checked once, with drop_path")
+    monkeypatch.setattr(f"{__name__}._ENTRY", ENTRY_POINTS[entry])
     fragments = (case.fragment,) if isinstance(case.fragment, str) else case.fragment
     for form in _forms(backend):
         x = _make(backend, form, case.dtype)

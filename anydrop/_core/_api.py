@@ -42,8 +42,10 @@ def prepare(  # noqa: PLR0917
     it is the mask source instead, undrawn (drop_path_residual's fixed-size
     subset draws its own).
 
-    One function on purpose: on a tiny array each Python call is a measurable
-    share of drop_path's whole cost, so the common cases take the fast paths first.
+    drop_path does the same, inline: it is the call every model makes, and on a
+    tiny array one more Python call costs a few percent of the whole.
+    ``tests/test_bad_inputs.py`` runs its catalogue through drop_path and
+    drop_path_add alike, so that the two cannot check differently.
     """
     xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)
     p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
@@ -56,10 +58,7 @@ def prepare(  # noqa: PLR0917
     try:
         identity = not training or p == 0.0
     except TypeError as exc:  # a traced flag (jax.jit): free on the common path
-        raise TypeError(
-            f"training must be a Python bool, got a {type(training).__name__} without a concrete value; "
-            "inside jax.jit pass training as a static argument (static_argnames), not as a traced one"
-        ) from exc
+        raise _traced(training) from exc
     if identity:
         backend.check(rng, x)
         return xp, backend, info, 1.0, shape, None
@@ -67,17 +66,23 @@ def prepare(  # noqa: PLR0917
     source = backend.default_source if rng is None else backend.source(rng, x)
     if not draw:
         return xp, backend, info, keep, shape, source
-    if info.eps and scale_by_keep and keep > 0.0:
-        # 16-bit floats: 1/keep rounded to the dtype would bias every kept sample alike.
-        rounding = rounding_16_bit(keep, info, x.dtype)
-        if rounding is not None:
-            mask = unbiased_mask(source, keep, rounding, shape, info.mask, x, xp)
-            return xp, backend, info, keep, shape, mask
-    mask = source.bernoulli(keep, shape, info.mask, x, xp)
-    if scale_by_keep and keep > 0.0:
-        # In place on our own small mask: scale it, not the big array.
-        mask /= keep
+    # In 16-bit floats, 1/keep rounded to the dtype would bias every kept sample alike.
+    rounding = rounding_16_bit(keep, info, x.dtype) if info.eps and scale_by_keep and keep > 0.0 else None
+    if rounding is not None:
+        mask = unbiased_mask(source, keep, rounding, shape, info.mask, x, xp)
+    else:
+        mask = source.bernoulli(keep, shape, info.mask, x, xp)
+        if scale_by_keep and keep > 0.0:
+            # In place on our own small mask: scale it, not the big array.
+            mask /= keep
     return xp, backend, info, keep, shape, mask
+
+
+def _traced(training: object) -> TypeError:
+    return TypeError(
+        f"training must be a Python bool, got a {type(training).__name__} without a concrete value; "
+        "inside jax.jit pass training as a static argument (static_argnames), not as a traced one"
+    )
 
 
 def drop_path(
@@ -161,9 +166,31 @@ def drop_path(
            [2., 2., 2.],
            [2., 2., 2.]])
     """
-    xp, backend, _, keep, _, mask = prepare(x, drop_prob, training, scale_by_keep, axis, rng)
-    if mask is None:
+    # prepare(), inline (see there why): the same checks in the same order, then the same draw.
+    xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)
+    p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
+    info = dtypes.get(x.dtype) or dtype_info(xp, dtypes, x.dtype)  # type: ignore[attr-defined]
+    shape = x.shape  # type: ignore[attr-defined]
+    if type(axis) is int and axis == 0 and shape:
+        shape = (shape[0],) + ONES[len(shape) - 1]
+    else:
+        shape = mask_shape(shape, axis)
+    try:
+        identity = not training or p == 0.0
+    except TypeError as exc:
+        raise _traced(training) from exc
+    if identity:
+        backend.check(rng, x)
         return x
+    keep = 1.0 - p
+    source = backend.default_source if rng is None else backend.source(rng, x)
+    rounding = rounding_16_bit(keep, info, x.dtype) if info.eps and scale_by_keep and keep > 0.0 else None  # type: ignore[attr-defined]
+    if rounding is not None:
+        mask = unbiased_mask(source, keep, rounding, shape, info.mask, x, xp)
+    else:
+        mask = source.bernoulli(keep, shape, info.mask, x, xp)
+        if scale_by_keep and keep > 0.0:
+            mask /= keep
     if keep == 0.0:
         # The mask is all zeros, but drawing it advances the generator as timm
         # does. Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.

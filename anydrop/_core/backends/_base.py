@@ -13,8 +13,6 @@ implemented; the others have the array API's behaviour.
 
 from __future__ import annotations
 
-import operator
-from collections.abc import Callable
 from typing import Any
 
 from .._checks import check_seed, is_integer, type_name
@@ -59,9 +57,9 @@ class Backend:
         """The source that draws PortableRNG's stream for ``x``."""
         return PortableSource(rng)
 
-    #: ``multiply(x, mask)``: ``x * mask``, with the standard's operator; a builtin, so that the
-    #: hot path of drop_path makes no Python call for it.
-    multiply: Callable[[Any, Any], Any] = staticmethod(operator.mul)
+    def multiply(self, x: Any, mask: Any) -> Any:
+        """``x * mask``."""
+        return x * mask
 
     def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
         """``x + branch * mask``."""
