@@ -14,7 +14,6 @@ from typing import Any, TypeVar, cast
 from ._core import drop_path, drop_path_add, drop_path_residual
 from ._core._api import Axis
 from ._core._checks import check_axis, check_callable, check_drop_prob, check_sample_axis, is_integer
-from ._core._compat import device
 from ._core.backends import backend_for, check_layer_rng
 
 __all__ = ["DropPathConfig", "ResidualConfig", "describe", "layer_arguments", "residual_arguments"]
@@ -98,7 +97,7 @@ class DropPathConfig:
         if not is_integer(self.rng):
             return self.rng
         backend = backend_for(x)
-        key = (backend.name, str(device(x)))
+        key = (backend.name, backend.device_name(x))
         stream = self._streams.get(key)
         if stream is None:
             stream = self._streams[key] = backend.source(self.rng, x)

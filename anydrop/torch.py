@@ -11,9 +11,10 @@ from typing import Any
 import torch
 
 from ._core._checks import MAX_SEED, check_count
-from ._core._portable import stream_value
-from ._core.backends import lookup
-from ._core.backends.torch import devices_match
+from ._core._portable import PortableRNG, stream_value
+from ._core._sources import MaskSource
+from ._core.backends import backend_for, lookup
+from ._core.backends.torch import TorchGenerator, devices_match
 from ._layers import DropPathConfig, ResidualConfig
 
 __all__ = ["DropPath", "DropPathResidual", "shared_seed", "synchronized_rng"]
@@ -23,7 +24,101 @@ __all__ = ["DropPath", "DropPathResidual", "shared_seed", "synchronized_rng"]
 lookup(torch.empty(0))
 
 
-class DropPath(DropPathConfig, torch.nn.Module):
+#: Saved-tensor hooks installed: a non-reentrant ``torch.utils.checkpoint`` may be
+#: recording this forward to recompute it. None where torch lacks the query.
+_saved_tensor_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+#: How many recorded draws a layer keeps for a recomputation that may come.
+_MAX_RECORDED = 16
+
+
+class _TorchLayer:
+    """What the torch layers add to the shared configuration: checkpointing and TorchScript.
+
+    Activation checkpointing: ``torch.utils.checkpoint`` recomputes a forward during the backward pass
+    and restores only torch's global generators first. A layer that draws
+    from its own generator (an int seed's stream, a ``torch.Generator``, a
+    ``PortableRNG``) would draw a new mask in the recomputation, and the
+    gradient would belong to a mask the forward never used. So a forward that
+    a checkpoint may recompute (grad disabled, as in reentrant checkpointing,
+    or saved-tensor hooks installed, as in non-reentrant checkpointing)
+    records the generator's state and x's shape; a call made inside the
+    backward pass is a recomputation, and draws from a copy at the recorded
+    state, leaving the layer's generator where the forward left it.
+    ``rng=None`` needs none of this: checkpoint restores the global generators.
+    """
+
+    def __prepare_scriptable__(self) -> torch.nn.Module:
+        # torch.jit.script calls this on every submodule before compiling it.
+        raise RuntimeError(
+            f"anydrop.torch.{type(self).__name__} does not support TorchScript (torch.jit.script), "
+            "which cannot compile the array-API code it runs. Use torch.compile, or torch.export "
+            "to deploy the model"
+        )
+
+    _recorded: list[tuple[tuple[int, ...], Any]]
+    _evicted: set[tuple[int, ...]]
+    _replayed: bool
+
+    def _rng_for(self, x: Any) -> Any:
+        rng = super()._rng_for(x)  # type: ignore[misc]
+        if rng is None or not isinstance(x, torch.Tensor) or torch.compiler.is_compiling():
+            return rng
+        if torch._C._current_graph_task_id() != -1:
+            return self._replay(rng, x)
+        if torch.is_grad_enabled() and _saved_tensor_hooks is not None and _saved_tensor_hooks(False) is None:
+            return rng  # an ordinary forward: nothing will recompute it
+        state = self.__dict__
+        if state.get("_replayed") or "_recorded" not in state:
+            # The first forward after a backward that replayed: start afresh.
+            self._recorded, self._evicted, self._replayed = [], set(), False
+        self._recorded.append((tuple(x.shape), _state_of(rng)))
+        if len(self._recorded) > _MAX_RECORDED:
+            self._evicted.add(self._recorded.pop(0)[0])
+        return rng
+
+    def _replay(self, rng: Any, x: Any) -> Any:
+        shape = tuple(x.shape)
+        matches = [state for s, state in self.__dict__.get("_recorded", ()) if s == shape]
+        if len(matches) > 1 or shape in self.__dict__.get("_evicted", ()):
+            count = "more than one mask" if len(matches) <= 1 else f"{len(matches)} masks"
+            raise RuntimeError(
+                f"{type(self).__name__} with its own rng is being recomputed by activation "
+                f"checkpointing, but it drew {count} for inputs of shape {shape} in forward passes "
+                "that may be recomputed, and cannot tell which one this recomputation repeats: the "
+                "gradient would belong to another mask. Use one layer per call, run backward after "
+                "each forward, or pass rng=None (torch's global generator, which "
+                "torch.utils.checkpoint restores)"
+            )
+        if not matches:
+            # Called inside a backward pass, but not recomputing a recorded forward.
+            return _source_at(rng, _state_of(rng), x, advance=True)
+        self._replayed = True
+        return _source_at(rng, matches[0], x)
+
+
+def _state_of(rng: Any) -> Any:
+    """A copy of the state a layer's rng will draw from next."""
+    if isinstance(rng, PortableRNG):
+        return (rng.seed, rng.position)
+    gen = rng.gen if isinstance(rng, TorchGenerator) else rng
+    return gen.get_state()
+
+
+def _source_at(rng: Any, state: Any, x: Any, *, advance: bool = False) -> MaskSource:
+    """A source drawing what ``rng`` draws from ``state``: from ``rng`` itself if ``advance``, else a copy."""
+    if isinstance(rng, PortableRNG):
+        seed, position = state
+        return backend_for(x).portable_source(rng if advance else PortableRNG(seed, position=position), x)
+    gen = rng.gen if isinstance(rng, TorchGenerator) else rng
+    if advance:
+        backend_for(x).check_generator(gen, x)
+    else:
+        gen = torch.Generator(device=gen.device)
+        gen.set_state(state)
+    return TorchGenerator(gen)
+
+
+class DropPath(_TorchLayer, DropPathConfig, torch.nn.Module):
     """Drop path (stochastic depth) as a ``torch.nn.Module``.
 
     A drop-in for ``timm.layers.DropPath``: it has no parameters or buffers, so
@@ -43,17 +138,21 @@ class DropPath(DropPathConfig, torch.nn.Module):
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if type(x) is not torch.Tensor and _is_proxy(x):
+            return _traced_call(self, "forward", x)
         return self._drop(x)
 
     def add(self, x: torch.Tensor, branch: torch.Tensor) -> torch.Tensor:
         """Return ``x + self(branch)`` in one fused pass (:func:`anydrop.drop_path_add`)."""
+        if type(branch) is not torch.Tensor and _is_proxy(branch):
+            return _traced_call(self, "add", x, branch)
         return self._drop_add(x, branch)
 
     def extra_repr(self) -> str:
         return self._describe()
 
 
-class DropPathResidual(ResidualConfig, torch.nn.Module):
+class DropPathResidual(_TorchLayer, ResidualConfig, torch.nn.Module):
     """A residual block ``x + drop_path(branch(x))`` that runs ``branch`` on the kept samples only.
 
     The branch module is a registered submodule (its parameters are this
@@ -83,10 +182,34 @@ class DropPathResidual(ResidualConfig, torch.nn.Module):
     branch: Any
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if type(x) is not torch.Tensor and _is_proxy(x):
+            return _traced_call(self, "forward", x)
         return self._residual(x)
 
     def extra_repr(self) -> str:
         return self._describe()
+
+
+def _is_proxy(x: object) -> bool:
+    """Whether ``x`` is a ``torch.fx`` proxy (``symbolic_trace`` is tracing the caller)."""
+    return isinstance(x, torch.fx.Proxy)
+
+
+def _traced_call(module: torch.nn.Module, method: str, *args: Any) -> torch.Tensor:
+    """Record a call of ``module`` in a ``torch.fx`` trace as one node, a leaf, instead of tracing into it.
+
+    The traced graph then calls the module itself, so it follows ``train()``
+    and ``eval()`` and draws from the module's own rng, as the module does.
+    """
+    tracer: Any = next(a for a in args if _is_proxy(a)).tracer
+    path = tracer.path_of_module(module)
+    result: torch.Tensor
+    if method == "forward":
+        result = tracer.create_proxy("call_module", path, args, {})
+    else:
+        owner = tracer.create_proxy("get_attr", path, (), {})
+        result = tracer.create_proxy("call_method", method, (owner, *args), {})
+    return result
 
 
 # --- Rank-synchronised masks for data parallelism ---

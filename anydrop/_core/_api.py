@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from ._checks import ONES, DtypeInfo, check_drop_prob, dtype_info, mask_shape
 from ._compat import array_namespace
 from ._scale import rounding_16_bit, unbiased_mask
-from .backends import BY_TYPE, Backend, register
+from .backends import BY_TYPE, Backend, Deferred, register
 
 __all__ = ["Array", "Axis", "drop_path", "drop_path_add", "prepare"]
 
@@ -71,10 +71,11 @@ def prepare(  # noqa: PLR0917
     if rounding is not None:
         mask = unbiased_mask(source, keep, rounding, shape, info.mask, x, xp)
     else:
-        mask = source.bernoulli(keep, shape, info.mask, x, xp)
+        drawn = keep if type(drop_prob) is float else backend.keep_for(drop_prob, keep, source)
+        mask = source.bernoulli(drawn, shape, info.mask, x, xp)
         if scale_by_keep and keep > 0.0:
             # In place on our own small mask: scale it, not the big array.
-            mask /= keep
+            mask /= drawn
     return xp, backend, info, keep, shape, mask
 
 
@@ -167,7 +168,11 @@ def drop_path(
            [2., 2., 2.]])
     """
     # prepare(), inline (see there why): the same checks in the same order, then the same draw.
-    xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)
+    try:
+        xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)
+    except Deferred as traced:
+        args = (x, drop_prob, training, scale_by_keep)
+        return traced.backend.defer(drop_path, (x,), args, {"axis": axis, "rng": rng})  # type: ignore[no-any-return]
     p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
     info = dtypes.get(x.dtype) or dtype_info(xp, dtypes, x.dtype)  # type: ignore[attr-defined]
     shape = x.shape  # type: ignore[attr-defined]
@@ -188,9 +193,10 @@ def drop_path(
     if rounding is not None:
         mask = unbiased_mask(source, keep, rounding, shape, info.mask, x, xp)
     else:
-        mask = source.bernoulli(keep, shape, info.mask, x, xp)
+        drawn = keep if type(drop_prob) is float else backend.keep_for(drop_prob, keep, source)
+        mask = source.bernoulli(drawn, shape, info.mask, x, xp)
         if scale_by_keep and keep > 0.0:
-            mask /= keep
+            mask /= drawn
     if keep == 0.0:
         # The mask is all zeros, but drawing it advances the generator as timm
         # does. Select, not multiply: 0 * inf would be NaN. Stays in the autograd graph.
@@ -255,8 +261,12 @@ def drop_path_add(
            [2., 2.],
            [2., 2.]])
     """
-    _same_library(branch, x)
-    xp, backend, _, keep, _, mask = prepare(branch, drop_prob, training, scale_by_keep, axis, rng)
+    try:
+        _same_library(branch, x)
+        xp, backend, _, keep, _, mask = prepare(branch, drop_prob, training, scale_by_keep, axis, rng)
+    except Deferred as traced:
+        args = (x, branch, drop_prob, training, scale_by_keep)
+        return traced.backend.defer(drop_path_add, (x, branch), args, {"axis": axis, "rng": rng})  # type: ignore[no-any-return]
     if mask is None:
         return x + branch  # type: ignore[operator, no-any-return]
     if keep == 0.0:

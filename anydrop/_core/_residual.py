@@ -11,6 +11,7 @@ from ._api import Array, prepare
 from ._checks import ONES, DtypeInfo, check_callable, check_sample_axis
 from ._scale import fixed_scales
 from ._sources import MaskSource
+from .backends import Deferred
 
 __all__ = ["drop_path_residual"]
 
@@ -92,7 +93,13 @@ def drop_path_residual(
     ax = check_sample_axis(axis)
     # Checks the arguments and finds the mask source, drawing nothing yet: a
     # refusal below must leave the generator as it was.
-    xp, backend, info, keep, shape, source = prepare(x, drop_prob, training, scale_by_keep, ax, rng, False)
+    try:
+        prepared = prepare(x, drop_prob, training, scale_by_keep, ax, rng, False)
+    except Deferred as traced:
+        args = (x, fn, drop_prob, training, scale_by_keep)
+        kwargs = {"axis": axis, "rng": rng, "fixed_size": fixed_size}
+        return traced.backend.defer(drop_path_residual, (x,), args, kwargs)  # type: ignore[no-any-return]
+    xp, backend, info, keep, shape, source = prepared
     if source is None:
         return x + fn(x)  # type: ignore[operator, no-any-return]
     ndim = len(shape)

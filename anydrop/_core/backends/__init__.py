@@ -28,7 +28,7 @@ from .jax import JaxBackend
 from .numpy import NumPyBackend
 from .torch import TorchBackend
 
-__all__ = ["BY_TYPE", "Backend", "backend_for", "check_layer_rng", "lookup", "register"]
+__all__ = ["BY_TYPE", "Backend", "Deferred", "backend_for", "check_layer_rng", "lookup", "register"]
 
 NUMPY = NumPyBackend()
 TORCH = TorchBackend()
@@ -43,15 +43,30 @@ GENERIC = HostBackend()
 BY_TYPE: dict[type, tuple[Any, Backend, dict[Any, DtypeInfo]]] = {}
 
 
+class Deferred(TypeError):
+    """register's error for a tracer's stand-in for an array: the entry point records the call instead."""
+
+    def __init__(self, backend: Backend, message: str) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
 def register(x: Any) -> tuple[Any, Backend, dict[Any, DtypeInfo]]:
-    """Find and cache the namespace and backend of ``x``'s type; TypeError if it is no array."""
+    """Find and cache the namespace and backend of ``x``'s type; TypeError if it is no array.
+
+    The TypeError is a :class:`Deferred` if a backend records calls on ``x`` in a trace.
+    """
+    message = (
+        "x must be an array of a supported array library (NumPy, PyTorch, CuPy "
+        f"or another array API namespace), got an object of type {type(x).__name__}"
+    )
+    # Before array_namespace, which would record its own probing in the trace.
+    if not is_torch_array(x) and TORCH.defers(x):
+        raise Deferred(TORCH, message)
     try:
         xp = array_namespace(x)
     except TypeError:
-        raise TypeError(
-            "x must be an array of a supported array library (NumPy, PyTorch, CuPy "
-            f"or another array API namespace), got an object of type {type(x).__name__}"
-        ) from None
+        raise TypeError(message) from None
     backend: Backend
     if is_torch_array(x):
         backend = TORCH

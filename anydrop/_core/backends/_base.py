@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._checks import check_seed, is_integer, type_name
+from .._compat import device
 from .._portable import PortableRNG
 from .._sources import MaskSource, PortableSource
 
@@ -57,6 +58,14 @@ class Backend:
         """The source that draws PortableRNG's stream for ``x``."""
         return PortableSource(rng)
 
+    def keep_for(self, drop_prob: object, keep: float, source: MaskSource) -> Any:
+        """What ``source`` draws with and the mask is divided by, for a ``drop_prob`` that is no float.
+
+        ``keep`` (``1 - drop_prob`` as a float) by default; PyTorch keeps a
+        tensor ``drop_prob`` a tensor, as timm does.
+        """
+        return keep
+
     def multiply(self, x: Any, mask: Any) -> Any:
         """``x * mask``."""
         return x * mask
@@ -64,6 +73,22 @@ class Backend:
     def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
         """``x + branch * mask``."""
         return x + branch * mask
+
+    def defers(self, x: object) -> bool:
+        """Whether ``x``, which is no array, is a tracer's stand-in for one of this library's arrays.
+
+        ``torch.fx`` traces with proxies, which are not tensors: drop path
+        cannot run on them, but can be recorded as one call in the trace.
+        """
+        return False
+
+    def defer(self, fn: Any, arrays: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """Record ``fn(*args, **kwargs)`` in the trace of ``arrays`` (where :meth:`defers`), not run it."""
+        raise NotImplementedError
+
+    def device_name(self, x: Any) -> str:
+        """The name of ``x``'s device, which keys a layer's per-device generators."""
+        return str(device(x))
 
     def library(self, x: Any) -> str:
         """The library's name in an error message about ``x``."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from .._sources import MaskSource
+from .._portable import PortableRNG
+from .._sources import MaskSource, PortableSource
 from ._base import Backend
 
 __all__ = ["TorchBackend", "TorchGenerator", "devices_match"]
@@ -42,6 +43,40 @@ class TorchGenerator(MaskSource):
         return x.new_empty(shape, dtype=torch.float32).uniform_(0.0, 1.0, generator=self.gen)
 
 
+_EAGER_PORTABLE: list[type[PortableSource]] = []
+
+
+def _eager_portable_source() -> type[PortableSource]:
+    """PortableSource whose draws run outside torch.compile's graphs (made once torch is imported).
+
+    The stream is host-side integer arithmetic on a Python object that each
+    draw advances; dynamo cannot trace it, so a compiled function runs the
+    draw eagerly between graphs and gets the eager masks bit for bit.
+    """
+    if not _EAGER_PORTABLE:
+        import torch
+
+        def eager(fn: Any) -> Any:
+            reason = (
+                "anydrop.PortableRNG draws its masks on the host, between graphs: compile with "
+                "fullgraph=False, or use rng=None (torch's generators) for one graph"
+            )
+            disable: Any = torch.compiler.disable
+            try:
+                return disable(fn, reason=reason)
+            except TypeError:  # older torch takes no reason
+                return disable(fn)
+
+        class EagerPortableSource(PortableSource):
+            __slots__ = ()
+            bernoulli = eager(PortableSource.bernoulli)
+            bernoulli_pair = eager(PortableSource.bernoulli_pair)
+            uniform = eager(PortableSource.uniform)
+
+        _EAGER_PORTABLE.append(EagerPortableSource)
+    return _EAGER_PORTABLE[0]
+
+
 class TorchBackend(Backend):
     """PyTorch tensors, on any device."""
 
@@ -58,6 +93,46 @@ class TorchBackend(Backend):
                 f"rng is a torch.Generator on device {rng.device}, but x is on device {x.device}"
             )
 
+    def source(self, rng: object, x: Any) -> MaskSource:
+        if isinstance(rng, PortableRNG) or self.is_generator(rng):
+            import torch
+
+            if not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1:
+                # Activation checkpointing recomputes a forward inside the
+                # backward pass, restoring only torch's global generators.
+                raise RuntimeError(
+                    f"drop path was called with rng={type(rng).__name__} inside a backward pass, as "
+                    "torch.utils.checkpoint does when it recomputes a forward: the generator has "
+                    "advanced since the forward, so the recomputed mask, and the gradient, would "
+                    "belong to another draw. Use anydrop.torch.DropPath (it replays its draw under "
+                    "checkpointing), an int seed (the same mask on every call), or rng=None "
+                    "(torch's global generator, which checkpointing restores)"
+                )
+        return super().source(rng, x)
+
+    def keep_for(self, drop_prob: object, keep: float, source: MaskSource) -> Any:
+        torch = sys.modules["torch"]
+        if isinstance(drop_prob, torch.Tensor) and type(source) is TorchGenerator:
+            # timm passes 1 - drop_prob to bernoulli_ and div_ as a tensor, and
+            # bernoulli_ draws differently for a tensor probability than for a float.
+            return 1 - drop_prob
+        return keep
+
+    def device_name(self, x: Any) -> str:
+        # x.device, not array-api-compat's device(): its cached type checks
+        # would be traced, with a warning, inside torch.compile.
+        return str(x.device)
+
+    def defers(self, x: object) -> bool:
+        torch = sys.modules.get("torch")
+        return torch is not None and torch.overrides.has_torch_function((x,))
+
+    def defer(self, fn: Any, arrays: tuple[Any, ...], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        import torch
+
+        # __torch_function__: a torch.fx.Proxy records the call as one node of its graph.
+        return torch.overrides.handle_torch_function(fn, arrays, *args, **kwargs)
+
     def seeded(self, seed: int, x: Any) -> Any:
         import torch
 
@@ -67,6 +142,12 @@ class TorchBackend(Backend):
 
     def generator_source(self, gen: Any) -> MaskSource:
         return TorchGenerator(gen)
+
+    def portable_source(self, rng: PortableRNG, x: Any) -> MaskSource:
+        import torch
+
+        # Only when compiling: torch.compiler.disable imports dynamo, and with it NumPy.
+        return _eager_portable_source()(rng) if torch.compiler.is_compiling() else PortableSource(rng)
 
     def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
         import torch
