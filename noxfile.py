@@ -11,6 +11,12 @@ tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask), t
     process. The torch session also runs a two-process torch.distributed
     test, the dask session a two-worker dask.distributed cluster on loopback,
     and the jax session installs flax too (tests/test_jax.py).
+timm
+    Real timm and torchvision models (ViT, ConvNeXt, Swin, EfficientNet) built
+    with ``drop_path_rate > 0``, converted with ``anydrop.torch.convert`` and
+    compared with the originals bit for bit, with and without gradient
+    checkpointing, and torchvision's feature extraction on a converted model.
+    Installs torch 2.14.1 with torchvision 0.29.1 (a CUDA build of several GB).
 lint
     ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
     over ``tests/typing_public_api.py``, the public API's types as users see them.
@@ -52,7 +58,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "build", "mindeps", "docs"]
+nox.options.sessions = ["tests", "timm", "lint", "build", "mindeps", "docs"]
 nox.options.error_on_external_run = True
 
 BACKENDS = ["numpy", "torch", "cupy", "array_api_strict", "dask", "jax"]
@@ -62,6 +68,16 @@ TORCH = os.environ.get("ANYDROP_TORCH_REQUIREMENT", "torch==2.13.0")
 # load that one file, and a torchvision wheel would pull in another torch.
 TIMM = "timm==1.0.31"
 JAX = os.environ.get("ANYDROP_JAX_REQUIREMENT", "jax[cpu]")
+# The timm session: timm imports torchvision, whose wheels are built against one
+# torch release; PyPI's torch 2.14.1 is a CUDA build, and runs on the CPU too.
+TIMM_STACK = ["torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31"]
+#: The torch test files that compare with timm's or torchvision's models and tracers.
+TIMM_TESTS = [
+    "tests/test_timm_models.py",
+    "tests/test_torch_checkpoint.py",
+    "tests/test_torch_convert.py",
+    "tests/test_torch_tracing.py",
+]
 # One pytest-xdist worker per CPU; loadgroup: the tests of one xdist_group (those
 # reading one two-rank process group) share a worker. `-- -n 0` runs one process.
 XDIST = ["-n", "auto", "--dist", "loadgroup"]
@@ -115,6 +131,14 @@ def tests(session: nox.Session, backend: str) -> None:
         session.install("-e", ".[dask]", "distributed")
     session.install("-e", ".[test]")
     session.run("pytest", f"--backend={backend}", *XDIST, *session.posargs)
+
+
+@nox.session
+def timm(session: nox.Session) -> None:
+    """Real timm and torchvision models with their drop-path modules swapped for anydrop's."""
+    session.install(*TIMM_STACK)
+    session.install("-e", ".[test]")
+    session.run("pytest", "--backend=torch", *TIMM_TESTS, *XDIST, *session.posargs)
 
 
 @nox.session

@@ -5,19 +5,20 @@ Importing this module imports torch; ``import anydrop`` alone does not.
 
 from __future__ import annotations
 
+import copy
 import secrets
 from typing import Any
 
 import torch
 
-from ._core._checks import MAX_SEED, check_count
+from ._core._checks import MAX_SEED, check_count, check_seed, is_integer
 from ._core._portable import PortableRNG, stream_value
 from ._core._sources import MaskSource
-from ._core.backends import backend_for, lookup
+from ._core.backends import backend_for, check_layer_rng, lookup
 from ._core.backends.torch import TorchGenerator, devices_match
 from ._layers import DropPathConfig, ResidualConfig
 
-__all__ = ["DropPath", "DropPathResidual", "shared_seed", "synchronized_rng"]
+__all__ = ["DropPath", "DropPathResidual", "convert", "shared_seed", "synchronized_rng"]
 
 # Look up torch.Tensor's namespace now, eagerly: if the first call came inside
 # torch.compile, dynamo would trace array-api-compat's cached type checks.
@@ -188,6 +189,126 @@ class DropPathResidual(_TorchLayer, ResidualConfig, torch.nn.Module):
 
     def extra_repr(self) -> str:
         return self._describe()
+
+
+# --- Converting an existing model ---
+
+
+def _settings(module: torch.nn.Module) -> tuple[Any, bool, Any] | None:
+    """``(drop_prob, scale_by_keep, axis)`` of a drop-path module of another library, or None.
+
+    Recognised by class name and attributes, so that no library is imported:
+    torchvision's ``StochasticDepth`` (``p``, ``mode``), and any class named
+    ``DropPath`` or ``*DropPath`` with a ``drop_prob`` attribute (timm's, and
+    the per-model copies in transformers and elsewhere).
+    """
+    if isinstance(module, DropPath):
+        return None
+    name = type(module).__name__
+    if name == "StochasticDepth" and hasattr(module, "p") and hasattr(module, "mode"):
+        if module.mode not in ("row", "batch"):
+            raise ValueError(f"StochasticDepth mode must be 'row' or 'batch', got {module.mode!r}")
+        return module.p, True, 0 if module.mode == "row" else ()
+    if name.endswith("DropPath") and hasattr(module, "drop_prob"):
+        return module.drop_prob, bool(getattr(module, "scale_by_keep", True)), 0
+    return None
+
+
+def convert(module: torch.nn.Module, *, rng: Any = None, inplace: bool = True) -> torch.nn.Module:
+    """Replace every drop-path module of a model with :class:`DropPath`, keeping its settings.
+
+    In the spirit of ``torch.nn.SyncBatchNorm.convert_sync_batchnorm``. Each
+    replacement keeps the original's drop probability, scaling, per-sample or
+    whole-batch mode and training flag; drop-path modules hold no parameters
+    or buffers, so the model's ``state_dict`` keys are unchanged. With
+    ``rng=None`` the masks are drawn as timm and torchvision draw them
+    (``bernoulli_`` on the global generator), so a converted timm or
+    torchvision model gives the original's outputs and gradients bit for bit
+    under the same ``torch.manual_seed`` (in 16-bit floats anydrop's scale is
+    unbiased where theirs is not). Classes that draw with ``torch.rand``
+    instead, such as transformers' copies, give masks of the same distribution
+    from other random numbers. Hooks registered on the replaced modules are
+    not carried over.
+
+    Recognised: torchvision's ``StochasticDepth`` (``mode="row"`` is
+    ``axis=0``, ``mode="batch"`` is ``axis=()``), and any module whose class
+    is named ``DropPath`` or ends in ``DropPath`` and has a ``drop_prob``
+    attribute (timm's ``DropPath``, with its ``scale_by_keep``; transformers'
+    per-model classes such as ``BeitDropPath``). timm's ``nn.Identity``
+    placeholders for a zero rate are left alone.
+
+    Parameters
+    ----------
+    module
+        The model, or a single drop-path module.
+    rng
+        The ``rng`` of every new layer: None (the global generator), a
+        ``torch.Generator`` or an :class:`anydrop.PortableRNG` shared by all,
+        or an int seed, from which each layer gets a distinct seed of its own
+        (value ``i`` of ``PortableRNG(seed)``'s stream for the i-th layer
+        replaced), so that layers do not drop the same samples.
+    inplace
+        Modify ``module``; otherwise convert a deep copy and leave ``module`` as it was.
+
+    Returns
+    -------
+    The converted model: ``module`` itself (or its copy), or the new layer if
+    ``module`` was a drop-path module.
+
+    Raises
+    ------
+    TypeError
+        ``module`` is not a ``torch.nn.Module``, or ``rng`` is of a wrong type.
+    ValueError
+        A recognised module's probability is not in [0, 1], or ``rng`` is a negative seed.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from anydrop.torch import convert
+    >>> class DropPath(torch.nn.Module):          # a drop-path class of another library
+    ...     def __init__(self, drop_prob):
+    ...         super().__init__()
+    ...         self.drop_prob = drop_prob
+    >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), DropPath(0.2))
+    >>> convert(model)
+    Sequential(
+      (0): Linear(in_features=4, out_features=4, bias=True)
+      (1): DropPath(drop_prob=0.200)
+    )
+    """
+    if not isinstance(module, torch.nn.Module):
+        raise TypeError(f"module must be a torch.nn.Module, got an object of type {type(module).__name__}")
+    seed = check_seed(rng) if is_integer(rng) else None
+    if seed is None:
+        check_layer_rng(rng)
+    if not inplace:
+        module = copy.deepcopy(module)
+    count = 0
+
+    def replace(old: torch.nn.Module) -> torch.nn.Module | None:
+        nonlocal count
+        settings = _settings(old)
+        if settings is None:
+            return None
+        drop_prob, scale_by_keep, axis = settings
+        layer_rng = rng if seed is None else stream_value(seed, count)
+        count += 1
+        try:
+            new = DropPath(drop_prob, scale_by_keep, axis=axis, rng=layer_rng)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(f"cannot convert {type(old).__name__}: {exc}") from None
+        return new.train(old.training)
+
+    top = replace(module)
+    if top is not None:
+        return top
+    for parent in list(module.modules()):
+        for name, child in list(parent.named_children()):
+            new = replace(child)
+            if new is not None:
+                setattr(parent, name, new)
+    return module
 
 
 def _is_proxy(x: object) -> bool:

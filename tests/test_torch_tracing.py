@@ -87,7 +87,7 @@ def test_fx_graph_keeps_the_generator_the_function_was_given():
         assert torch.equal(graph(x), anydrop.drop_path(x, 0.5, True, rng=reference))
 
 
-@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:.*torch.jit.script.*is deprecated")
 def test_torchscript_is_refused_with_a_message_naming_the_alternatives():
     model = torch.nn.Sequential(torch.nn.Linear(4, 4), DropPath(0.1)).eval()
     with pytest.raises(RuntimeError, match=r"does not support TorchScript.*torch\.compile.*torch\.export"):

@@ -1,0 +1,130 @@
+"""anydrop.torch.convert: swapping the drop-path modules of an existing model, against timm's own module."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import pathlib
+
+import pytest
+
+import anydrop
+
+pytestmark = pytest.mark.backends("torch")
+
+torch = pytest.importorskip("torch")
+
+from anydrop.torch import DropPath, convert  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def timm_drop():
+    """timm's own ``timm/layers/drop.py``, loaded from its file (importing timm would need torchvision)."""
+    spec = importlib.util.find_spec("timm")
+    if spec is None or spec.origin is None:
+        pytest.skip("timm is not installed (the nox torch session installs it)")
+    path = pathlib.Path(spec.origin).parent / "layers" / "drop.py"
+    module_spec = importlib.util.spec_from_file_location("timm_layers_drop", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+class Block(torch.nn.Module):
+    def __init__(self, drop_path, dim=8):
+        super().__init__()
+        self.fc = torch.nn.Linear(dim, dim)
+        self.drop_path = drop_path
+
+    def forward(self, x):
+        return x + self.drop_path(torch.tanh(self.fc(x)))
+
+
+def timm_model(timm_drop, rates=(0.1, 0.3, 0.5), scale_by_keep=True):
+    torch.manual_seed(0)
+    return torch.nn.Sequential(*(Block(timm_drop.DropPath(p, scale_by_keep)) for p in rates))
+
+
+def train_step(model, x, seed):
+    torch.manual_seed(seed)
+    model.zero_grad()
+    y = model(x)
+    y.square().sum().backward()
+    return [y.detach(), *(p.grad for p in model.parameters()), torch.rand(3)]
+
+
+@pytest.mark.parametrize("scale_by_keep", [True, False])
+def test_converted_timm_model_trains_bit_for_bit_as_the_original(timm_drop, scale_by_keep):
+    original = timm_model(timm_drop, scale_by_keep=scale_by_keep)
+    converted = convert(original, inplace=False)
+    assert all(type(b.drop_path).__name__ == "DropPath" for b in original)  # left as it was
+    assert all(isinstance(b.drop_path, DropPath) for b in converted)
+    assert [b.drop_path.drop_prob for b in converted] == [0.1, 0.3, 0.5]
+    assert all(b.drop_path.scale_by_keep is scale_by_keep for b in converted)
+    assert list(converted.state_dict()) == list(original.state_dict())
+    x = torch.randn(16, 4, 8)
+    for seed in (1, 2):
+        for a, b in zip(train_step(original, x, seed), train_step(converted, x, seed), strict=True):
+            assert torch.equal(a, b)
+
+
+def test_convert_keeps_the_training_flag_and_works_in_place(timm_drop):
+    model = timm_model(timm_drop)
+    model[1].eval()
+    assert convert(model) is model
+    assert [b.drop_path.training for b in model] == [True, False, True]
+    # A drop-path module on its own is replaced by its conversion.
+    layer = convert(timm_drop.DropPath(0.2))
+    assert isinstance(layer, DropPath)
+    assert layer.drop_prob == 0.2
+
+
+def test_int_rng_gives_every_layer_a_seed_of_its_own(timm_drop):
+    a, b = (convert(timm_model(timm_drop, rates=(0.5,) * 3), rng=42) for _ in range(2))
+    seeds = [blk.drop_path.rng for blk in a]
+    assert len(set(seeds)) == 3
+    assert seeds == [blk.drop_path.rng for blk in b]
+    masks = [blk.drop_path(torch.ones(64, 1)) for blk in a]
+    assert not torch.equal(masks[0], masks[1])
+
+
+def test_a_shared_generator_or_portable_rng_is_given_to_every_layer(timm_drop):
+    for rng in (torch.Generator().manual_seed(0), anydrop.PortableRNG(0)):
+        model = convert(timm_model(timm_drop), rng=rng)
+        assert all(blk.drop_path.rng is rng for blk in model)
+
+
+def test_other_libraries_classes_are_recognised_by_name_and_attributes():
+    class StochasticDepth(torch.nn.Module):  # torchvision's attributes
+        def __init__(self, p, mode):
+            super().__init__()
+            self.p, self.mode = p, mode
+
+    class BeitDropPath(torch.nn.Module):  # transformers' per-model copies
+        def __init__(self, drop_prob=None):
+            super().__init__()
+            self.drop_prob = drop_prob
+
+    layers = {"row": StochasticDepth(0.2, "row"), "batch": StochasticDepth(0.3, "batch")}
+    model = torch.nn.ModuleDict({**layers, "beit": BeitDropPath(0.1)})
+    convert(model)
+    assert (model["row"].drop_prob, model["row"].axis) == (0.2, 0)
+    assert (model["batch"].drop_prob, model["batch"].axis) == (0.3, ())
+    assert (model["beit"].drop_prob, model["beit"].scale_by_keep) == (0.1, True)
+    with pytest.raises(ValueError, match="mode must be 'row' or 'batch', got 'col'"):
+        convert(StochasticDepth(0.2, "col"))
+    with pytest.raises(TypeError, match="cannot convert BeitDropPath: drop_prob"):
+        convert(torch.nn.Sequential(BeitDropPath(None)))
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match=r"module must be a torch\.nn\.Module"):
+        convert([torch.nn.Identity()])
+    with pytest.raises(TypeError, match="rng must be"):
+        convert(torch.nn.Identity(), rng="seed")
+    with pytest.raises(ValueError, match="seed"):
+        convert(torch.nn.Identity(), rng=-1)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    before = copy.deepcopy(model.state_dict())
+    assert convert(model) is model
+    assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
