@@ -15,7 +15,8 @@ timm
     Real timm and torchvision models (ViT, ConvNeXt, Swin, EfficientNet) built
     with ``drop_path_rate > 0``, converted with ``anydrop.torch.convert`` and
     compared with the originals bit for bit, with and without gradient
-    checkpointing, and torchvision's feature extraction on a converted model.
+    checkpointing, torchvision's feature extraction on a converted model, and
+    ONNX export (``torch.onnx.export(..., dynamo=True)``) in eval mode.
     Installs torch 2.14.1 with torchvision 0.29.1 (a CUDA build of several GB).
 lint
     ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
@@ -70,7 +71,7 @@ TIMM = "timm==1.0.31"
 JAX = os.environ.get("ANYDROP_JAX_REQUIREMENT", "jax[cpu]")
 # The timm session: timm imports torchvision, whose wheels are built against one
 # torch release; PyPI's torch 2.14.1 is a CUDA build, and runs on the CPU too.
-TIMM_STACK = ["torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31"]
+TIMM_STACK = ["torch==2.14.1", "torchvision==0.29.1", "timm==1.0.31", "onnx", "onnxscript"]
 #: The torch test files that compare with timm's or torchvision's models and tracers.
 TIMM_TESTS = [
     "tests/test_timm_models.py",

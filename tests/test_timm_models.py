@@ -160,3 +160,15 @@ def test_torch_export_of_a_converted_timm_model_in_eval_mode():
     model = convert(model).eval()
     exported = torch.export.export(model, (x,))
     assert torch.allclose(exported.module()(x), model(x))
+
+
+def test_onnx_export_of_a_converted_timm_model_in_eval_mode():
+    onnx = pytest.importorskip("onnx", reason="the nox session 'timm' installs onnx and onnxscript")
+    pytest.importorskip("onnxscript", reason="the nox session 'timm' installs onnx and onnxscript")
+    model, x = timm_model("vit")
+    program = torch.onnx.export(convert(model).eval(), (x,), dynamo=True)
+    onnx.checker.check_model(program.model_proto)
+    # Eval mode is the identity: no random operator reaches the exported graph.
+    assert not [
+        n.op_type for n in program.model_proto.graph.node if "Random" in n.op_type or "Bernoulli" in n.op_type
+    ]

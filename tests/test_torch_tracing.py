@@ -167,3 +167,25 @@ def test_portable_rng_under_fullgraph_names_the_way_out(compile_counter):
     compiled = torch.compile(layer, fullgraph=True, backend=compile_counter())
     with pytest.raises(Exception, match=r"PortableRNG draws its masks on the host.*fullgraph=False"):
         compiled(torch.randn(8, 3))
+
+
+def test_a_first_call_inside_torch_compile_warns_nothing():
+    # A fresh process: no tensor type is known to anydrop before dynamo traces the call.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import warnings, torch, anydrop
+        warnings.simplefilter("error")
+        f = torch.compile(lambda x: anydrop.drop_path(x, 0.5, True), fullgraph=True, backend="aot_eager")
+        torch.manual_seed(0)
+        y = f(torch.ones(8, 2))
+        torch.manual_seed(0)
+        assert torch.equal(y, anydrop.drop_path(torch.ones(8, 2), 0.5, True))
+        """
+    )
+    command = [sys.executable, "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]

@@ -7,6 +7,8 @@ the import below at that copy (for example ``from ..._lib.array_api_compat
 import ...``); nothing else in the folder needs editing.
 """
 
+from typing import Any
+
 from array_api_compat import (
     array_namespace,
     device,
@@ -18,6 +20,14 @@ from array_api_compat import (
     is_torch_array,
 )
 
+
+def torch_namespace() -> Any:
+    """array-api-compat's namespace for torch tensors (what ``array_namespace`` returns for them)."""
+    import array_api_compat.torch
+
+    return array_api_compat.torch
+
+
 __all__ = [
     "array_namespace",
     "device",
@@ -27,4 +37,5 @@ __all__ = [
     "is_jax_array",
     "is_numpy_array",
     "is_torch_array",
+    "torch_namespace",
 ]

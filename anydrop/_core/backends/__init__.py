@@ -60,8 +60,14 @@ def register(x: Any) -> tuple[Any, Backend, dict[Any, DtypeInfo]]:
         "x must be an array of a supported array library (NumPy, PyTorch, CuPy "
         f"or another array API namespace), got an object of type {type(x).__name__}"
     )
+    # torch first, without array-api-compat's cached type checks: a first call
+    # inside torch.compile would have dynamo trace them, with a warning each.
+    xp = TORCH.namespace_for(x)
+    if xp is not None:
+        entry = BY_TYPE[type(x)] = (xp, TORCH, {})
+        return entry
     # Before array_namespace, which would record its own probing in the trace.
-    if not is_torch_array(x) and TORCH.defers(x):
+    if TORCH.defers(x):
         raise Deferred(TORCH, message)
     try:
         xp = array_namespace(x)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from .._compat import torch_namespace
 from .._portable import PortableRNG
 from .._sources import MaskSource, PortableSource
 from ._base import Backend
@@ -117,6 +118,11 @@ class TorchBackend(Backend):
             # bernoulli_ draws differently for a tensor probability than for a float.
             return 1 - drop_prob
         return keep
+
+    def namespace_for(self, x: object) -> Any:
+        """array-api-compat's torch namespace if ``x`` is a tensor, else None, without array_namespace."""
+        torch = sys.modules.get("torch")
+        return torch_namespace() if torch is not None and isinstance(x, torch.Tensor) else None
 
     def device_name(self, x: Any) -> str:
         # x.device, not array-api-compat's device(): its cached type checks
