@@ -94,8 +94,10 @@ def test_torchscript_is_refused_with_a_message_naming_the_alternatives():
         torch.jit.script(model)
 
 
-def test_torch_export_in_eval_mode_runs_without_anydrop_in_the_graph():
-    model = Block().eval()
+@pytest.mark.parametrize("rng", [None, 3, "generator", "portable"])
+def test_torch_export_in_eval_mode_runs_without_anydrop_in_the_graph(rng):
+    rng = {"generator": torch.Generator().manual_seed(3), "portable": anydrop.PortableRNG(3)}.get(rng, rng)
+    model = Block(rng).eval()
     x = torch.randn(4, 3, 8)
     exported = torch.export.export(model, (x,))
     assert torch.allclose(exported.module()(x), model(x))
