@@ -35,8 +35,9 @@ _MAX_RECORDED = 16
 class _TorchLayer:
     """What the torch layers add to the shared configuration: checkpointing and TorchScript.
 
-    Activation checkpointing: ``torch.utils.checkpoint`` recomputes a forward during the backward pass
-    and restores only torch's global generators first. A layer that draws
+    Activation checkpointing: ``torch.utils.checkpoint`` recomputes a forward
+    during the backward pass and restores only torch's global generators
+    first. A layer that draws
     from its own generator (an int seed's stream, a ``torch.Generator``, a
     ``PortableRNG``) would draw a new mask in the recomputation, and the
     gradient would belong to a mask the forward never used. So a forward that
