@@ -172,3 +172,60 @@ def test_onnx_export_of_a_converted_timm_model_in_eval_mode():
     assert not [
         n.op_type for n in program.model_proto.graph.node if "Random" in n.op_type or "Bernoulli" in n.op_type
     ]
+
+
+# torchvision's own TestStochasticDepth (test/test_ops.py), run on converted layers: the same
+# inputs and checks, with its SciPy binomial test replaced by the exact one in tests/stats.py.
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("p", [0.2, 0.5, 0.8])
+@pytest.mark.parametrize("mode", ["batch", "row"])
+def test_torchvision_stochastic_depth_random(seed, mode, p):
+    from tests.stats import binomial_acceptance
+
+    torch.manual_seed(seed)
+    batch_size = 5
+    x = torch.ones(size=(batch_size, 3, 4, 4))
+    layer = convert(torchvision.ops.StochasticDepth(p=p, mode=mode))
+    repr(layer)
+    trials, num_samples, counts = 250, 0, 0
+    for _ in range(trials):
+        non_zero_count = layer(x).sum(dim=(1, 2, 3)).nonzero().size(0)
+        if mode == "batch":
+            counts += non_zero_count == 0
+            num_samples += 1
+        else:
+            counts += batch_size - non_zero_count
+            num_samples += batch_size
+    assert counts in binomial_acceptance(num_samples, p, 0.01)
+
+
+@pytest.mark.parametrize("seed", range(10))
+@pytest.mark.parametrize("p", [0, 1])
+@pytest.mark.parametrize("mode", ["batch", "row"])
+def test_torchvision_stochastic_depth_extremes(seed, mode, p):
+    torch.manual_seed(seed)
+    x = torch.ones(size=(5, 3, 4, 4))
+    out = convert(torchvision.ops.StochasticDepth(p=p, mode=mode))(x)
+    assert out.equal(x if p == 0 else torch.zeros_like(x))
+
+
+class _Wrapper(torch.nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+        self.n_inputs = 1
+
+    def forward(self, a):
+        self.layer(a)
+
+
+@pytest.mark.parametrize("p", [0, 1])
+@pytest.mark.parametrize("mode", ["batch", "row"])
+def test_torchvision_stochastic_depth_is_leaf_node(p, mode):
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    wrapped = _Wrapper(convert(torchvision.ops.StochasticDepth(p, mode)))
+    train_nodes, eval_nodes = get_graph_node_names(wrapped)
+    assert len(train_nodes) == len(eval_nodes) == 1 + wrapped.n_inputs

@@ -315,3 +315,51 @@ def test_compile_fullgraph_modules(compile_fullgraph, dev, fixed_size):
     block.eval()
     compiled = compile_fullgraph(block)
     torch.testing.assert_close(compiled(x), compiled(x))
+
+
+# timm's own TestDropPath and TestDropPathModule (tests/test_layers_drop.py), run on anydrop.
+
+
+def test_timm_no_drop_when_prob_zero():
+    x = torch.ones((4, 8, 16, 16))
+    assert torch.allclose(drop_path(x, drop_prob=0.0, training=True), x)
+
+
+def test_timm_no_drop_when_not_training():
+    x = torch.ones((4, 8, 16, 16))
+    assert torch.allclose(drop_path(x, drop_prob=0.5, training=False), x)
+
+
+@pytest.mark.parametrize("scale_by_keep", [True, False])
+def test_timm_drop_path_scaling(scale_by_keep):
+    torch.manual_seed(42)
+    x = torch.ones((100, 8, 4, 4))
+    keep_prob = 0.8
+    result = drop_path(x, drop_prob=1 - keep_prob, training=True, scale_by_keep=scale_by_keep)
+    kept_mask = result[:, 0, 0, 0] != 0
+    assert kept_mask.any()
+    kept_vals = result[kept_mask, 0, 0, 0]
+    expected = 1.0 / keep_prob if scale_by_keep else 1.0
+    assert torch.allclose(kept_vals, torch.full_like(kept_vals, expected), atol=1e-5)
+
+
+def test_timm_module_training_mode_and_extra_repr():
+    from anydrop.torch import DropPath
+
+    module = DropPath(drop_prob=0.5)
+    x = torch.ones((32, 8, 4, 4))
+    module.eval()
+    assert torch.allclose(module(x), x)
+    module.train()
+    torch.manual_seed(42)
+    assert (module(x) == 0).any()
+    assert "0.123" in DropPath(drop_prob=0.123).extra_repr()
+
+
+def test_int_seeds_that_differ_above_32_bits_draw_different_masks(dev):
+    # A CPU torch.Generator keeps only the low 32 bits of a seed.
+    x = torch.ones(256, 1, device=dev)
+    low = drop_path(x, 0.5, True, rng=5)
+    assert torch.equal(low, drop_path(x, 0.5, True, rng=torch.Generator(device=dev).manual_seed(5)))
+    assert not torch.equal(low, drop_path(x, 0.5, True, rng=2**32 + 5))
+    assert not torch.equal(drop_path(x, 0.5, True, rng=2**40), drop_path(x, 0.5, True, rng=2**41))

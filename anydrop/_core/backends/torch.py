@@ -8,7 +8,7 @@ import sys
 from typing import Any
 
 from .._compat import torch_namespace
-from .._portable import PortableRNG
+from .._portable import PortableRNG, mix64
 from .._sources import MaskSource, PortableSource
 from ._base import Backend
 
@@ -144,6 +144,11 @@ class TorchBackend(Backend):
 
         if x.device.type == "meta":
             return None  # meta tensors hold no data and have no generator
+        if seed >> 32 and x.device.type == "cpu":
+            # A CPU generator (mt19937) keeps the low 32 bits of its seed only,
+            # so 5 and 2**32 + 5 would draw the same masks: seeds above 32 bits
+            # go through SplitMix64's mixer instead.
+            seed = mix64(seed) & 0xFFFFFFFF
         return torch.Generator(device=x.device).manual_seed(seed)
 
     def generator_source(self, gen: Any) -> MaskSource:
