@@ -9,7 +9,7 @@ from typing import Any
 
 from ._api import Array, prepare
 from ._checks import ONES, DtypeInfo, check_callable, check_sample_axis
-from ._scale import fixed_scales
+from ._scale import eval_scaled, fixed_scales
 from ._sources import MaskSource
 
 __all__ = ["drop_path_residual"]
@@ -25,6 +25,7 @@ def drop_path_residual(
     axis: int = 0,
     rng: Any = None,
     fixed_size: bool = False,
+    scale_at_test: bool = False,
 ) -> Array:
     """Return ``x + drop_path(fn(x), ...)`` in distribution, calling ``fn`` on the kept samples only.
 
@@ -65,7 +66,8 @@ def drop_path_residual(
 
     Returns
     -------
-    A new array; ``x + fn(x)`` when ``training`` is false or ``drop_prob == 0``;
+    A new array; ``x + fn(x)`` when ``training`` is false or ``drop_prob == 0``
+    (with ``scale_at_test``, see there);
     ``x`` itself when ``drop_prob == 1`` (``fn`` is not called). If by chance
     no sample is kept, ``fn`` is called on an empty batch. Neither ``x`` nor
     anything else is modified. Gradients flow to ``x`` and to ``fn``'s
@@ -92,8 +94,13 @@ def drop_path_residual(
     ax = check_sample_axis(axis)
     # Checks the arguments and finds the mask source, drawing nothing yet: a
     # refusal below must leave the generator as it was.
-    xp, backend, info, keep, shape, source = prepare(x, drop_prob, training, scale_by_keep, ax, rng, False)
+    xp, backend, info, keep, shape, source = prepare(
+        x, drop_prob, training, scale_by_keep, ax, rng, False, scale_at_test=scale_at_test
+    )
     if source is None:
+        if scale_at_test and keep != 1.0:  # evaluation with test-time scaling
+            # As in training at drop_prob=1, a branch that always drops is not called.
+            return x if keep == 0.0 else x + eval_scaled(fn(x), keep, xp)  # type: ignore[no-any-return]
         return x + fn(x)  # type: ignore[operator, no-any-return]
     ndim = len(shape)
     ax %= ndim
