@@ -100,7 +100,7 @@ def drop_path_residual(
     if source is None:
         if scale_at_test and keep != 1.0:  # evaluation with test-time scaling
             # As in training at drop_prob=1, a branch that always drops is not called.
-            return x if keep == 0.0 else x + eval_scaled(fn(x), keep, xp)  # type: ignore[no-any-return]
+            return x if keep == 0.0 else x + eval_scaled(fn(x), keep, xp)
         return x + fn(x)  # type: ignore[operator, no-any-return]
     ndim = len(shape)
     ax %= ndim
