@@ -10,7 +10,8 @@ tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask), t
     ``nox -s "tests(torch)" -- --device cuda -x``, or ``-- -n 0`` for one
     process. The torch session also runs a two-process torch.distributed
     test, the dask session a two-worker dask.distributed cluster on loopback,
-    and the jax session installs flax too (tests/test_jax.py).
+    and the jax session installs flax and equinox too (tests/test_jax.py,
+    tests/test_equinox.py).
 lint
     ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
     over ``tests/typing_public_api.py``, the public API's types as users see them.
@@ -106,8 +107,8 @@ def tests(session: nox.Session, backend: str) -> None:
         session.install(TORCH)
         session.install("--no-deps", TIMM)
     elif backend == "jax":
-        # flax for anydrop.flax's tests in tests/test_jax.py.
-        session.install(JAX, "flax")
+        # flax and equinox for the tests of anydrop.flax (tests/test_jax.py) and anydrop.equinox.
+        session.install(JAX, "flax", "equinox")
     elif backend == "array_api_strict":
         session.install("array-api-strict")
     elif backend == "dask":
