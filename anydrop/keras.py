@@ -25,7 +25,7 @@ from ._core._checks import check_count
 from ._core._portable import stream_value
 from ._layers import layer_arguments, residual_arguments, scaling_argument
 
-__all__ = ["SUPPORTED_BACKENDS", "DropPath", "DropPathResidual"]
+__all__ = ["SUPPORTED_BACKENDS", "DropPath", "DropPathResidual", "check_backend"]
 
 #: The Keras backends whose tensors anydrop's drop_path takes.
 SUPPORTED_BACKENDS = ("jax", "torch", "numpy")
@@ -78,9 +78,9 @@ class _Config(keras.layers.Layer):
         first, counter = (int(v) & 0xFFFFFFFF for v in state.tolist())
         return stream_value(first, counter)
 
-    def _training(self, training: Any) -> bool:
+    def _training(self, training: Any) -> Any:
         # As keras.layers.Dropout: training=None (no context) is inference.
-        return bool(training) if isinstance(training, bool) or training is None else training
+        return False if training is None else training
 
     def compute_output_shape(self, input_shape: Any) -> Any:
         return input_shape

@@ -15,9 +15,6 @@ import pytest
 
 pytestmark = [
     pytest.mark.backends("jax", "torch", "numpy"),
-    # Keras's torch backend converts tensors with np.array(tensor), which NumPy 2
-    # warns about for torch.Tensor.__array__: Keras's to fix, not anydrop's.
-    pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword"),
     # torch.compile (Keras's jit_compile on torch) imports a deprecated torch.jit API,
     # and Keras's layer code reads .grad of non-leaf tensors while dynamo traces it.
     pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated"),
