@@ -17,7 +17,6 @@ from typing import Any
 import equinox as eqx
 
 from ._core import drop_path, drop_path_add
-from ._core._api import Axis
 from ._core._checks import check_callable
 from ._layers import layer_arguments, scaling_argument
 
@@ -39,7 +38,7 @@ class _Config(eqx.Module):
     p: float = eqx.field(static=True)
     scale_by_keep: bool = eqx.field(static=True)
     scale_at_test: bool = eqx.field(static=True)
-    axis: Axis = eqx.field(static=True)
+    axis: int | tuple[int, ...] = eqx.field(static=True)
     inference: bool
 
     def _training(self, key: Any, inference: bool | None) -> tuple[bool, Any]:
@@ -114,7 +113,7 @@ class DropPath(_Config):
         *,
         scale_by_keep: bool = True,
         scale_at_test: bool = False,
-        axis: Axis = (),
+        axis: int | tuple[int, ...] = (),
         inference: bool = False,
     ) -> None:
         self.p, self.scale_by_keep, self.axis = layer_arguments(p, scale_by_keep, axis, "p")
@@ -170,7 +169,7 @@ class DropPathResidual(_Config):
         *,
         scale_by_keep: bool = True,
         scale_at_test: bool = False,
-        axis: Axis = (),
+        axis: int | tuple[int, ...] = (),
         inference: bool = False,
     ) -> None:
         check_callable(branch, "branch")

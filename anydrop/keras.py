@@ -20,7 +20,6 @@ from typing import Any
 import keras
 
 from ._core import drop_path, drop_path_residual
-from ._core._api import Axis
 from ._core._checks import check_count
 from ._core._portable import stream_value
 from ._layers import layer_arguments, residual_arguments, scaling_argument
@@ -163,7 +162,7 @@ class DropPath(_Config):
         *,
         scale_by_keep: bool = True,
         scale_at_test: bool = False,
-        axis: Axis = 0,
+        axis: int | tuple[int, ...] = 0,
         seed: int | None = None,
         **kwargs: Any,
     ) -> None:

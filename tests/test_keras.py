@@ -13,13 +13,7 @@ import os
 import numpy as np
 import pytest
 
-pytestmark = [
-    pytest.mark.backends("jax", "torch", "numpy"),
-    # torch.compile (Keras's jit_compile on torch) imports a deprecated torch.jit API,
-    # and Keras's layer code reads .grad of non-leaf tensors while dynamo traces it.
-    pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated"),
-    pytest.mark.filterwarnings("ignore:The .grad attribute of a Tensor that is not a leaf"),
-]
+pytestmark = pytest.mark.backends("jax", "torch", "numpy")
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +137,11 @@ def test_symbolic_construction_and_output_shape(keras, kdrop):
 @pytest.mark.parametrize("jit_compile", [True, False])
 def test_model_fit_trains_and_advances_the_seed_generators(backend, keras, kdrop, jit_compile):
     _needs_fit(backend)
+    if jit_compile and backend.name == "torch":
+        pytest.skip(
+            "Keras's jit_compile on torch is torch.compile with inductor: minutes of C++ compilation "
+            "on a CPU for this one test, and not Keras's default on torch"
+        )
     keras.utils.set_random_seed(0)
     model = _block_model(keras, kdrop)
     model.compile(optimizer="sgd", loss="mse", jit_compile=jit_compile)
