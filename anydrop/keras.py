@@ -8,8 +8,9 @@ saved model resumes the sequence. They register as Keras serializables
 (package ``anydrop``), so a ``.keras`` file reloads them.
 
 They run on the Keras backends whose tensors are array API arrays: JAX,
-PyTorch and NumPy (NumPy is inference only in Keras, ``model.fit``
-included). Constructing one on another backend (TensorFlow) is an error.
+PyTorch and NumPy (Keras's NumPy backend runs inference only: it has no
+``model.fit``). Constructing one on another backend (TensorFlow) is a
+``ValueError``.
 Importing this module imports keras; ``import anydrop`` alone does not.
 """
 
