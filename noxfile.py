@@ -10,7 +10,13 @@ tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask), t
     ``nox -s "tests(torch)" -- --device cuda -x``, or ``-- -n 0`` for one
     process. The torch session also runs a two-process torch.distributed
     test, the dask session a two-worker dask.distributed cluster on loopback,
-    and the jax session installs flax too (tests/test_jax.py).
+    and the jax session installs flax and equinox too (tests/test_jax.py,
+    tests/test_equinox.py).
+tests(keras)
+    anydrop.keras's tests (tests/test_keras.py) on each Keras backend it
+    supports, in turn: jax, torch and numpy, each in its own pytest process
+    with ``KERAS_BACKEND`` set, since Keras fixes its backend on import.
+    ``ANYDROP_KERAS_BACKENDS=torch`` (comma-separated) runs a subset.
 timm
     Real timm and torchvision models (ViT, ConvNeXt, Swin, EfficientNet) built
     with ``drop_path_rate > 0``, converted with ``anydrop.torch.convert`` and
@@ -63,6 +69,8 @@ nox.options.sessions = ["tests", "timm", "lint", "build", "mindeps", "docs"]
 nox.options.error_on_external_run = True
 
 BACKENDS = ["numpy", "torch", "cupy", "array_api_strict", "dask", "jax"]
+# The Keras backends whose tensors anydrop takes (anydrop.keras.SUPPORTED_BACKENDS).
+KERAS_BACKENDS = os.environ.get("ANYDROP_KERAS_BACKENDS", "jax,torch,numpy").split(",")
 TORCH = os.environ.get("ANYDROP_TORCH_REQUIREMENT", "torch==2.13.0")
 # timm's drop.py is the reference the torch tests compare against bit for bit.
 # --no-deps: timm's own dependencies (torchvision among them) are not needed to
@@ -110,9 +118,12 @@ def _cupy_requirement(driver: int) -> str:
 
 
 @nox.session
-@nox.parametrize("backend", [nox.param(b, id=b) for b in BACKENDS])
+@nox.parametrize("backend", [nox.param(b, id=b) for b in [*BACKENDS, "keras"]])
 def tests(session: nox.Session, backend: str) -> None:
-    """Run the test suite on one array library."""
+    """Run the test suite on one array library, or the Keras layers' tests on each Keras backend."""
+    if backend == "keras":
+        _keras_tests(session)
+        return
     if backend == "cupy":
         # Decide before installing: a CUDA wheel of cupy is large and useless without a GPU.
         driver = _cuda_driver_version()
@@ -123,8 +134,8 @@ def tests(session: nox.Session, backend: str) -> None:
         session.install(TORCH)
         session.install("--no-deps", TIMM)
     elif backend == "jax":
-        # flax for anydrop.flax's tests in tests/test_jax.py.
-        session.install(JAX, "flax")
+        # flax and equinox for the tests of anydrop.flax (tests/test_jax.py) and anydrop.equinox.
+        session.install(JAX, "flax", "equinox")
     elif backend == "array_api_strict":
         session.install("array-api-strict")
     elif backend == "dask":
@@ -132,6 +143,20 @@ def tests(session: nox.Session, backend: str) -> None:
         session.install("-e", ".[dask]", "distributed")
     session.install("-e", ".[test]")
     session.run("pytest", f"--backend={backend}", *XDIST, *session.posargs)
+
+
+def _keras_tests(session: nox.Session) -> None:
+    session.install("keras", JAX, TORCH, "numpy")
+    session.install("-e", ".[test]")
+    for name in KERAS_BACKENDS:
+        # One process per backend: Keras reads KERAS_BACKEND once, on import.
+        session.run(
+            "pytest",
+            f"--backend={name}",
+            "tests/test_keras.py",
+            *session.posargs,
+            env={"KERAS_BACKEND": name},
+        )
 
 
 @nox.session
@@ -214,8 +239,10 @@ def mindeps(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the documentation with warnings as errors and run every example in it."""
     # Every library an example imports: the pages, README.md and the docstrings cover them all.
-    session.install(TORCH, JAX, "flax", "dask[array]", "array-api-strict", "numpy")
+    session.install(TORCH, JAX, "flax", "equinox", "keras", "dask[array]", "array-api-strict", "numpy")
     session.install("-e", ".[docs,test]")
+    # The Keras examples (docs/keras.md, anydrop.keras's docstrings) run on JAX.
+    session.env["KERAS_BACKEND"] = "jax"
     # -E: read every page afresh, so that warnings of unchanged pages are not skipped.
     session.run("sphinx-build", "-W", "--keep-going", "-n", "-E", "-b", "html", "docs", "docs/_build/html")
     session.run(

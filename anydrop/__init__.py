@@ -3,7 +3,8 @@
 ``drop_path`` is written once against the Python array API standard and works
 on NumPy, PyTorch, CuPy, JAX, Dask and array-api-strict arrays. Importing
 anydrop imports no array framework; ``anydrop.torch`` holds the
-``torch.nn.Module`` wrappers and ``anydrop.flax`` the ``flax.nnx`` ones.
+``torch.nn.Module`` wrappers, ``anydrop.flax`` the ``flax.nnx`` ones,
+``anydrop.keras`` the Keras 3 layers and ``anydrop.equinox`` the ``eqx.Module`` ones.
 """
 
 from ._core import PortableRNG, drop_path, drop_path_add, drop_path_residual

@@ -13,19 +13,44 @@ from typing import Any, TypeVar, cast
 
 from ._core import drop_path, drop_path_add, drop_path_residual
 from ._core._api import Axis
-from ._core._checks import check_axis, check_callable, check_drop_prob, check_sample_axis, is_integer
+from ._core._checks import (
+    check_axis,
+    check_callable,
+    check_drop_prob,
+    check_sample_axis,
+    check_test_scaling,
+    is_integer,
+)
 from ._core.backends import backend_for, check_layer_rng
 
-__all__ = ["DropPathConfig", "ResidualConfig", "describe", "layer_arguments", "residual_arguments"]
+__all__ = [
+    "DropPathConfig",
+    "ResidualConfig",
+    "describe",
+    "layer_arguments",
+    "residual_arguments",
+    "scaling_argument",
+]
 
 Array = TypeVar("Array")
 
 
-def layer_arguments(drop_prob: object, scale_by_keep: object, axis: object) -> tuple[float, bool, Axis]:
-    """Check a layer's drop-path arguments; return them as stored (axis as an int or a tuple of ints)."""
-    p = check_drop_prob(drop_prob)
+def layer_arguments(
+    drop_prob: object, scale_by_keep: object, axis: object, name: str = "drop_prob"
+) -> tuple[float, bool, Axis]:
+    """Check a layer's drop-path arguments; return them as stored (axis as an int or a tuple of ints).
+
+    ``name`` is what the layer calls its drop probability (Keras: ``rate``,
+    Equinox: ``p``), for the error messages.
+    """
+    p = check_drop_prob(drop_prob, name)
     axes = check_axis(axis)
     return p, bool(scale_by_keep), axes if isinstance(axis, tuple) else axes[0]
+
+
+def scaling_argument(scale_by_keep: bool, scale_at_test: object) -> bool:
+    """Check a layer's ``scale_at_test`` against its (checked) ``scale_by_keep``; return it."""
+    return check_test_scaling(scale_by_keep, scale_at_test)
 
 
 def residual_arguments(branch: object, axis: object) -> int:
@@ -41,6 +66,7 @@ def describe(
     rng: object = None,
     *,
     branch: object = None,
+    scale_at_test: bool = False,
     **flags: object,
 ) -> str:
     """The arguments of a layer's repr: ``drop_prob`` always, the others where they are not the defaults.
@@ -52,6 +78,8 @@ def describe(
     parts.append(f"drop_prob={round(drop_prob, 3):0.3f}")
     if not scale_by_keep:
         parts.append("scale_by_keep=False")
+    if scale_at_test:
+        parts.append("scale_at_test=True")
     if axis != 0:
         parts.append(f"axis={axis!r}")
     if is_integer(rng):
@@ -72,6 +100,7 @@ class DropPathConfig:
 
     drop_prob: float
     scale_by_keep: bool
+    scale_at_test: bool
     axis: Axis
     rng: Any
     training: bool
@@ -83,9 +112,11 @@ class DropPathConfig:
         *,
         axis: Axis = 0,
         rng: Any = None,
+        scale_at_test: bool = False,
     ) -> None:
         super().__init__()
         self.drop_prob, self.scale_by_keep, self.axis = layer_arguments(drop_prob, scale_by_keep, axis)
+        self.scale_at_test = scaling_argument(self.scale_by_keep, scale_at_test)
         check_layer_rng(rng)
         self.rng = rng
         # An int rng seeds one stream per array library and device, made on
@@ -106,17 +137,36 @@ class DropPathConfig:
     def _drop(self, x: Array) -> Array:
         if not self.training:
             # Still validates x, drop_prob and axis: errors do not depend on the mode.
-            return drop_path(x, self.drop_prob, False, self.scale_by_keep, axis=self.axis)
-        return drop_path(x, self.drop_prob, True, self.scale_by_keep, axis=self.axis, rng=self._rng_for(x))
+            return drop_path(
+                x, self.drop_prob, False, self.scale_by_keep, axis=self.axis, scale_at_test=self.scale_at_test
+            )
+        return drop_path(
+            x,
+            self.drop_prob,
+            True,
+            self.scale_by_keep,
+            axis=self.axis,
+            rng=self._rng_for(x),
+            scale_at_test=self.scale_at_test,
+        )
 
     def _drop_add(self, x: Array, branch: Array) -> Array:
         rng = self._rng_for(branch) if self.training else None
         return drop_path_add(
-            x, branch, self.drop_prob, self.training, self.scale_by_keep, axis=self.axis, rng=rng
+            x,
+            branch,
+            self.drop_prob,
+            self.training,
+            self.scale_by_keep,
+            axis=self.axis,
+            rng=rng,
+            scale_at_test=self.scale_at_test,
         )
 
     def _describe(self, **extra: object) -> str:
-        return describe(self.drop_prob, self.scale_by_keep, self.axis, self.rng, **extra)
+        return describe(
+            self.drop_prob, self.scale_by_keep, self.axis, self.rng, scale_at_test=self.scale_at_test, **extra
+        )
 
 
 class ResidualConfig(DropPathConfig):
@@ -134,9 +184,10 @@ class ResidualConfig(DropPathConfig):
         axis: int = 0,
         rng: Any = None,
         fixed_size: bool = False,
+        scale_at_test: bool = False,
     ) -> None:
         axis = residual_arguments(branch, axis)
-        super().__init__(drop_prob, scale_by_keep, axis=axis, rng=rng)
+        super().__init__(drop_prob, scale_by_keep, axis=axis, rng=rng, scale_at_test=scale_at_test)
         self.branch = branch
         self.fixed_size = bool(fixed_size)
 
@@ -152,6 +203,7 @@ class ResidualConfig(DropPathConfig):
             axis=self.axis,
             rng=rng,
             fixed_size=self.fixed_size,
+            scale_at_test=self.scale_at_test,
         )
 
     def _describe(self, **extra: object) -> str:

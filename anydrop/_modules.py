@@ -39,13 +39,17 @@ class DropPath(_TrainEval, DropPathConfig):
     drop_prob
         Probability of dropping each sample, in [0, 1].
     scale_by_keep
-        Divide kept samples by ``1 - drop_prob``.
+        Divide kept samples by ``1 - drop_prob`` in training (timm's rule).
     axis
         Axis or axes along which samples are drawn, as in ``drop_path``.
     rng
         ``None``, a generator (used and advanced), or an int that seeds one
         generator kept by the module: masks differ from call to call but the
         sequence is reproducible.
+    scale_at_test
+        The paper's rule instead (Huang et al. 2016): no scaling in training,
+        the output times ``1 - drop_prob`` in eval mode. Needs
+        ``scale_by_keep=False``; see :func:`anydrop.drop_path`.
 
     Examples
     --------
@@ -59,6 +63,8 @@ class DropPath(_TrainEval, DropPathConfig):
            [2., 2.]])
     >>> layer.eval()(np.ones((1, 2)))
     array([[1., 1.]])
+    >>> DropPath(0.5, scale_by_keep=False, scale_at_test=True).eval()(np.ones((1, 2)))
+    array([[0.5, 0.5]])
     """
 
     def __call__(self, x: Array) -> Array:
@@ -91,8 +97,9 @@ class DropPathResidual(_TrainEval, ResidualConfig):
     ----------
     branch
         The residual branch, a callable from arrays to arrays of the same shape.
-    drop_prob, scale_by_keep, rng
-        As in :class:`DropPath`.
+    drop_prob, scale_by_keep, rng, scale_at_test
+        As in :class:`DropPath`; with ``scale_at_test`` eval mode returns
+        ``x + (1 - drop_prob) * branch(x)``.
     axis
         The sample axis, an int.
     fixed_size

@@ -16,7 +16,7 @@ import jax
 from flax import nnx
 
 from ._core import drop_path, drop_path_residual
-from ._layers import describe, layer_arguments, residual_arguments
+from ._layers import describe, layer_arguments, residual_arguments, scaling_argument
 
 __all__ = ["DropPath", "DropPathResidual"]
 
@@ -40,12 +40,14 @@ class _Config(nnx.Module):
         drop_prob: float,
         *,
         scale_by_keep: bool,
+        scale_at_test: bool,
         axis: Any,
         deterministic: bool | None,
         rng_collection: str,
         rngs: Any,
     ) -> None:
         self.drop_prob, self.scale_by_keep, self.axis = layer_arguments(drop_prob, scale_by_keep, axis)
+        self.scale_at_test = scaling_argument(self.scale_by_keep, scale_at_test)
         if deterministic is not None and not isinstance(deterministic, bool):
             raise TypeError(
                 f"deterministic must be a bool or None, got {deterministic!r} of type "
@@ -93,7 +95,9 @@ class _Config(nnx.Module):
     def _describe(self, **extra: object) -> str:
         if self.deterministic is not False:
             extra["deterministic"] = self.deterministic
-        return describe(self.drop_prob, self.scale_by_keep, self.axis, **extra)
+        return describe(
+            self.drop_prob, self.scale_by_keep, self.axis, scale_at_test=self.scale_at_test, **extra
+        )
 
 
 class DropPath(_Config):
@@ -111,7 +115,11 @@ class DropPath(_Config):
     drop_prob
         Probability of dropping each sample, in [0, 1] (a static Python value).
     scale_by_keep
-        Divide kept samples by ``1 - drop_prob``.
+        Divide kept samples by ``1 - drop_prob`` in training (timm's rule).
+    scale_at_test
+        The paper's rule instead: no scaling in training, the output times
+        ``1 - drop_prob`` when deterministic. Needs ``scale_by_keep=False``
+        (see :func:`anydrop.drop_path`).
     axis
         Axis or axes along which samples are drawn, as in ``drop_path``.
     deterministic
@@ -142,6 +150,7 @@ class DropPath(_Config):
         drop_prob: float = 0.1,
         *,
         scale_by_keep: bool = True,
+        scale_at_test: bool = False,
         axis: Any = 0,
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
@@ -150,6 +159,7 @@ class DropPath(_Config):
         self._setup(
             drop_prob,
             scale_by_keep=scale_by_keep,
+            scale_at_test=scale_at_test,
             axis=axis,
             deterministic=deterministic,
             rng_collection=rng_collection,
@@ -161,8 +171,23 @@ class DropPath(_Config):
         training = self._training(deterministic)
         if not training or self.drop_prob == 0.0:
             # Still validates x, drop_prob and axis: errors do not depend on the mode.
-            return drop_path(x, self.drop_prob, False, self.scale_by_keep, axis=self.axis)
-        return drop_path(x, self.drop_prob, True, self.scale_by_keep, axis=self.axis, rng=self._key(rngs))
+            return drop_path(
+                x,
+                self.drop_prob,
+                training,
+                self.scale_by_keep,
+                axis=self.axis,
+                scale_at_test=self.scale_at_test,
+            )
+        return drop_path(
+            x,
+            self.drop_prob,
+            True,
+            self.scale_by_keep,
+            axis=self.axis,
+            rng=self._key(rngs),
+            scale_at_test=self.scale_at_test,
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self._describe()})"
@@ -184,7 +209,7 @@ class DropPathResidual(_Config):
     branch
         The residual branch, a callable from arrays to arrays of the same shape
         that treats samples independently.
-    drop_prob, scale_by_keep, deterministic, rng_collection, rngs
+    drop_prob, scale_by_keep, scale_at_test, deterministic, rng_collection, rngs
         As in :class:`DropPath`.
     axis
         The sample axis, an int.
@@ -210,6 +235,7 @@ class DropPathResidual(_Config):
         drop_prob: float = 0.1,
         *,
         scale_by_keep: bool = True,
+        scale_at_test: bool = False,
         axis: int = 0,
         fixed_size: bool = True,
         deterministic: bool | None = False,
@@ -220,6 +246,7 @@ class DropPathResidual(_Config):
         self._setup(
             drop_prob,
             scale_by_keep=scale_by_keep,
+            scale_at_test=scale_at_test,
             axis=axis,
             deterministic=deterministic,
             rng_collection=rng_collection,
@@ -241,6 +268,7 @@ class DropPathResidual(_Config):
             axis=self.axis,
             rng=key,
             fixed_size=self.fixed_size,
+            scale_at_test=self.scale_at_test,
         )
 
     def __repr__(self) -> str:

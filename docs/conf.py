@@ -48,7 +48,7 @@ nitpicky = True
 # Type variables and aliases of anydrop's private modules (the Array type variable in the
 # signatures) have no pages either: only the public import paths are documented.
 nitpick_ignore_regex = [
-    (r"py:.*", r"(torch|jax|flax|numpy|cupy|dask)(\..*)?"),
+    (r"py:.*", r"(torch|jax|flax|numpy|cupy|dask|keras|equinox|eqx)(\..*)?"),
     (r"py:.*", r"(collections\.abc|typing)\..*"),
     (r"py:.*", r"anydrop\.(.*\.)?_[A-Za-z].*"),
 ]

@@ -53,7 +53,18 @@ def wheel_metadata(wheel: zipfile.ZipFile) -> Message:
 def test_wheel_ships_the_package_typed_and_nothing_else(wheel):
     names = wheel.namelist()
     assert "anydrop/py.typed" in names
-    modules = ["__init__", "__main__", "_layers", "_modules", "_schedule", "torch", "flax", "bench/__init__"]
+    modules = [
+        "__init__",
+        "__main__",
+        "_layers",
+        "_modules",
+        "_schedule",
+        "torch",
+        "flax",
+        "equinox",
+        "keras",
+    ]
+    modules += ["bench/__init__"]
     modules += [f"_core/{m}" for m in ("__init__", "_compat", "_api", "_residual", "_checks", "_scale")]
     modules += [f"_core/backends/{m}" for m in ("__init__", "_base", "numpy", "torch", "jax", "dask")]
     missing = [m for m in modules if f"anydrop/{m}.py" not in names]

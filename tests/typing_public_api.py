@@ -29,6 +29,7 @@ def _checks() -> None:
         drop_path(x, 0.5, True, False, axis=(0, 1), rng=np.random.default_rng(0)), npt.NDArray[np.float32]
     )
     assert_type(drop_path(x, 0.5, training=True, rng=0), npt.NDArray[np.float32])
+    assert_type(drop_path(x, 0.5, False, False, scale_at_test=True), npt.NDArray[np.float32])
 
     layer = DropPath(0.1, rng=0)
     assert_type(layer(x), npt.NDArray[np.float32])
@@ -36,6 +37,7 @@ def _checks() -> None:
     assert_type(layer.eval(), DropPath)
     assert_type(layer.drop_prob, float)
     assert_type(layer.training, bool)
+    assert_type(DropPath(0.1, False, scale_at_test=True).scale_at_test, bool)
 
     assert_type(drop_path_rates(0.1, 12), list[float])
     assert_type(anydrop.__version__, str)
@@ -43,4 +45,5 @@ def _checks() -> None:
     # Wrong argument types are caught before run time.
     drop_path(x, "0.5")  # type: ignore[arg-type]
     drop_path(x, 0.5, axis=[0])  # type: ignore[arg-type]
+    drop_path(x, 0.5, scale_at_test="yes")  # type: ignore[arg-type]
     drop_path_rates(0.1, 12.0)  # type: ignore[arg-type]

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, TypeVar
 
-from ._checks import ONES, DtypeInfo, check_drop_prob, dtype_info, mask_shape
+from ._checks import ONES, DtypeInfo, check_drop_prob, check_test_scaling, dtype_info, mask_shape
 from ._compat import array_namespace
-from ._scale import rounding_16_bit, unbiased_mask
+from ._scale import eval_scaled, rounding_16_bit, unbiased_mask
 from .backends import BY_TYPE, Backend, Deferred, register
 
 __all__ = ["Array", "Axis", "drop_path", "drop_path_add", "prepare"]
@@ -30,12 +30,15 @@ def prepare(  # noqa: PLR0917
     axis: object,
     rng: object,
     draw: bool = True,
+    *,
+    scale_at_test: object = False,
 ) -> tuple[Any, Backend, DtypeInfo, float, tuple[int, ...], Any]:
     """Check the arguments every entry point shares, then draw the scaled mask for ``x``.
 
     Returns ``(xp, backend, dtype info, keep, mask shape, mask)``. The mask is
     None when nothing is dropped (eval mode or ``drop_prob == 0``; ``rng`` is
-    still checked); else 0 for dropped samples and the scale (or 1) for kept
+    still checked), and ``keep`` is then ``1 - drop_prob``, the factor of
+    test-time scaling (1 when training); else 0 for dropped samples and the scale (or 1) for kept
     ones, drawn as timm draws it (a Bernoulli mask divided by ``keep`` in x's
     dtype), so ``torch.manual_seed`` reproduces timm's masks bit for bit
     wherever the scale is exact or the dtype is 32/64-bit. With ``draw=False``
@@ -49,6 +52,8 @@ def prepare(  # noqa: PLR0917
     """
     xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)
     p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
+    if scale_at_test is not False:
+        check_test_scaling(scale_by_keep, scale_at_test)
     info = dtypes.get(x.dtype) or dtype_info(xp, dtypes, x.dtype)
     shape = x.shape
     if type(axis) is int and axis == 0 and shape:
@@ -61,7 +66,7 @@ def prepare(  # noqa: PLR0917
         raise _traced(training) from exc
     if identity:
         backend.check(rng, x)
-        return xp, backend, info, 1.0, shape, None
+        return xp, backend, info, 1.0 - p, shape, None
     keep = 1.0 - p
     source = backend.default_source if rng is None else backend.source(rng, x)
     if not draw:
@@ -94,6 +99,7 @@ def drop_path(
     *,
     axis: Axis = 0,
     rng: Any = None,
+    scale_at_test: bool = False,
 ) -> Array:
     """Drop whole samples of ``x`` at random (stochastic depth).
 
@@ -111,9 +117,11 @@ def drop_path(
         Probability of dropping each sample, in [0, 1]: a Python or NumPy
         number, or a 0-d real array.
     training
-        When false, ``x`` itself is returned.
+        When false, ``x`` itself is returned (or ``(1 - drop_prob) * x`` with
+        ``scale_at_test``).
     scale_by_keep
-        Divide kept samples by ``1 - drop_prob``.
+        Divide kept samples by ``1 - drop_prob`` in training (timm's rule, the
+        default), so that evaluation needs no scaling.
     axis
         Axis or axes along which samples are drawn (negative allowed). The mask
         is broadcast over the others. ``0`` is per-sample drop path, ``1``
@@ -131,11 +139,20 @@ def drop_path(
         so split a new one per step; an int seed ``s`` is ``jax.random.key(s)``.
         JAX has no default source: ``None`` is a ``TypeError`` when training
         with ``drop_prob > 0``.
+    scale_at_test
+        The other way to keep training's expected output equal to evaluation's,
+        that of the stochastic depth paper (Huang et al. 2016) and of keras-cv's
+        ``StochasticDepth``: kept samples are not scaled in training, and in
+        evaluation the output is ``(1 - drop_prob) * x``. It replaces
+        ``scale_by_keep``, so it needs ``scale_by_keep=False``: both together
+        are a ``ValueError``. A separate bool rather than a mode string keeps
+        timm's positional ``scale_by_keep`` and its default as they are.
 
     Returns
     -------
     An array of the namespace, device, shape and dtype of ``x``; ``x`` itself
-    when ``training`` is false or ``drop_prob == 0``. ``x`` is never modified.
+    when ``drop_prob == 0`` or ``training`` is false (unless ``scale_at_test``).
+    ``x`` is never modified.
 
     Raises
     ------
@@ -146,8 +163,9 @@ def drop_path(
     ValueError
         ``drop_prob`` is outside [0, 1] or NaN, ``axis`` is out of range or
         repeated, an int ``rng`` is negative, a generator is on another device,
-        ``1 / (1 - drop_prob)`` overflows x's 16-bit dtype, or a Dask ``x``
-        has unknown chunk sizes along a drop axis.
+        ``1 / (1 - drop_prob)`` overflows x's 16-bit dtype, a Dask ``x``
+        has unknown chunk sizes along a drop axis, or ``scale_at_test`` and
+        ``scale_by_keep`` are both true.
 
     Notes
     -----
@@ -166,14 +184,25 @@ def drop_path(
            [2., 2., 2.],
            [2., 2., 2.],
            [2., 2., 2.]])
+
+    Test-time scaling: kept samples unscaled in training, all scaled in evaluation.
+
+    >>> drop_path(x, 0.5, training=True, scale_by_keep=False, rng=0, scale_at_test=True)[:2]
+    array([[0., 0., 0.],
+           [1., 1., 1.]])
+    >>> drop_path(x, 0.5, training=False, scale_by_keep=False, scale_at_test=True)[:1]
+    array([[0.5, 0.5, 0.5]])
     """
     # prepare(), inline (see there why): the same checks in the same order, then the same draw.
     try:
         xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)
     except Deferred as traced:
         args = (x, drop_prob, training, scale_by_keep)
-        return traced.backend.defer(drop_path, (x,), args, {"axis": axis, "rng": rng})  # type: ignore[no-any-return]
+        kwargs = {"axis": axis, "rng": rng, "scale_at_test": scale_at_test}
+        return traced.backend.defer(drop_path, (x,), args, kwargs)  # type: ignore[no-any-return]
     p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
+    if scale_at_test is not False:
+        check_test_scaling(scale_by_keep, scale_at_test)
     info = dtypes.get(x.dtype) or dtype_info(xp, dtypes, x.dtype)  # type: ignore[attr-defined]
     shape = x.shape  # type: ignore[attr-defined]
     if type(axis) is int and axis == 0 and shape:
@@ -186,6 +215,8 @@ def drop_path(
         raise _traced(training) from exc
     if identity:
         backend.check(rng, x)
+        if scale_at_test and p > 0.0:  # evaluation with test-time scaling
+            return eval_scaled(x, 1.0 - p, xp)  # type: ignore[no-any-return]
         return x
     keep = 1.0 - p
     source = backend.default_source if rng is None else backend.source(rng, x)
@@ -226,6 +257,7 @@ def drop_path_add(
     *,
     axis: Axis = 0,
     rng: Any = None,
+    scale_at_test: bool = False,
 ) -> Array:
     """Return ``x + drop_path(branch, ...)``, in one pass over the data where the backend allows.
 
@@ -241,13 +273,14 @@ def drop_path_add(
         The residual stream; broadcast with ``branch`` as ``x + branch`` would be.
     branch
         The branch output that is dropped per sample, an array of x's library.
-    drop_prob, training, scale_by_keep, axis, rng
+    drop_prob, training, scale_by_keep, axis, rng, scale_at_test
         As in :func:`drop_path`; ``axis`` refers to ``branch``'s axes.
 
     Returns
     -------
     A new array ``x + mask * branch``; ``x + branch`` when ``training`` is
-    false or ``drop_prob == 0``. Neither input is modified. Differentiable in
+    false or ``drop_prob == 0`` (``x + (1 - drop_prob) * branch`` in
+    evaluation with ``scale_at_test``). Neither input is modified. Differentiable in
     PyTorch with respect to both.
 
     Examples
@@ -263,11 +296,16 @@ def drop_path_add(
     """
     try:
         _same_library(branch, x)
-        xp, backend, _, keep, _, mask = prepare(branch, drop_prob, training, scale_by_keep, axis, rng)
+        xp, backend, _, keep, _, mask = prepare(
+            branch, drop_prob, training, scale_by_keep, axis, rng, scale_at_test=scale_at_test
+        )
     except Deferred as traced:
         args = (x, branch, drop_prob, training, scale_by_keep)
-        return traced.backend.defer(drop_path_add, (x, branch), args, {"axis": axis, "rng": rng})  # type: ignore[no-any-return]
+        kwargs = {"axis": axis, "rng": rng, "scale_at_test": scale_at_test}
+        return traced.backend.defer(drop_path_add, (x, branch), args, kwargs)  # type: ignore[no-any-return]
     if mask is None:
+        if scale_at_test and keep != 1.0:  # evaluation with test-time scaling
+            return x + eval_scaled(branch, keep, xp)  # type: ignore[no-any-return]
         return x + branch  # type: ignore[operator, no-any-return]
     if keep == 0.0:
         # Select, not multiply, as in drop_path: an inf or NaN branch adds exact zeros.

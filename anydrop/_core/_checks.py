@@ -23,6 +23,7 @@ __all__ = [
     "check_drop_prob",
     "check_sample_axis",
     "check_seed",
+    "check_test_scaling",
     "dtype_info",
     "is_integer",
     "mask_shape",
@@ -95,6 +96,27 @@ def check_drop_prob(value: object, name: str = "drop_prob") -> float:
     if not 0.0 <= p <= 1.0:  # also false for NaN
         raise ValueError(f"{name} must be in [0, 1], got {value!r}")
     return p
+
+
+def check_test_scaling(scale_by_keep: object, scale_at_test: object) -> bool:
+    """Return ``scale_at_test``, or raise: TypeError unless a bool, ValueError if both scalings are asked for.
+
+    ``scale_by_keep`` divides the kept samples by ``1 - drop_prob`` in
+    training and ``scale_at_test`` multiplies the branch by ``1 - drop_prob``
+    in evaluation: each on its own keeps training's expected output equal to
+    evaluation's, both together would scale twice.
+    """
+    if not isinstance(scale_at_test, bool):
+        raise TypeError(
+            f"scale_at_test must be a bool, got {scale_at_test!r} of type {type(scale_at_test).__name__}"
+        )
+    if scale_at_test and scale_by_keep:
+        raise ValueError(
+            f"scale_at_test=True and scale_by_keep={scale_by_keep!r} would scale twice: test-time "
+            "scaling (the branch times 1 - drop_prob in evaluation, as in Huang et al. 2016) replaces "
+            "the scaling of kept samples in training; pass scale_by_keep=False with scale_at_test=True"
+        )
+    return scale_at_test
 
 
 def check_axis(axis: object) -> tuple[int, ...]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._api import Array, prepare
 from ._checks import ONES, DtypeInfo, check_callable, check_sample_axis
-from ._scale import fixed_scales
+from ._scale import eval_scaled, fixed_scales
 from ._sources import MaskSource
 from .backends import Deferred
 
@@ -26,6 +26,7 @@ def drop_path_residual(
     axis: int = 0,
     rng: Any = None,
     fixed_size: bool = False,
+    scale_at_test: bool = False,
 ) -> Array:
     """Return ``x + drop_path(fn(x), ...)`` in distribution, calling ``fn`` on the kept samples only.
 
@@ -66,7 +67,8 @@ def drop_path_residual(
 
     Returns
     -------
-    A new array; ``x + fn(x)`` when ``training`` is false or ``drop_prob == 0``;
+    A new array; ``x + fn(x)`` when ``training`` is false or ``drop_prob == 0``
+    (with ``scale_at_test``, see there);
     ``x`` itself when ``drop_prob == 1`` (``fn`` is not called). If by chance
     no sample is kept, ``fn`` is called on an empty batch. Neither ``x`` nor
     anything else is modified. Gradients flow to ``x`` and to ``fn``'s
@@ -94,13 +96,16 @@ def drop_path_residual(
     # Checks the arguments and finds the mask source, drawing nothing yet: a
     # refusal below must leave the generator as it was.
     try:
-        prepared = prepare(x, drop_prob, training, scale_by_keep, ax, rng, False)
+        prepared = prepare(x, drop_prob, training, scale_by_keep, ax, rng, False, scale_at_test=scale_at_test)
     except Deferred as traced:
         args = (x, fn, drop_prob, training, scale_by_keep)
-        kwargs = {"axis": axis, "rng": rng, "fixed_size": fixed_size}
+        kwargs = {"axis": axis, "rng": rng, "fixed_size": fixed_size, "scale_at_test": scale_at_test}
         return traced.backend.defer(drop_path_residual, (x,), args, kwargs)  # type: ignore[no-any-return]
     xp, backend, info, keep, shape, source = prepared
     if source is None:
+        if scale_at_test and keep != 1.0:  # evaluation with test-time scaling
+            # As in training at drop_prob=1, a branch that always drops is not called.
+            return x if keep == 0.0 else x + eval_scaled(fn(x), keep, xp)
         return x + fn(x)  # type: ignore[operator, no-any-return]
     ndim = len(shape)
     ax %= ndim

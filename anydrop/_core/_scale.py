@@ -16,7 +16,7 @@ from typing import Any
 from ._checks import DtypeInfo
 from ._sources import MaskSource
 
-__all__ = ["dither", "fixed_scales", "rounding_16_bit", "unbiased_mask"]
+__all__ = ["dither", "eval_scaled", "fixed_scales", "rounding_16_bit", "unbiased_mask"]
 
 
 def dither(keep: float, info: DtypeInfo) -> tuple[float, float, float] | None:
@@ -82,3 +82,14 @@ def fixed_scales(  # noqa: PLR0917
     # All k samples are kept: the upper value is taken with probability frac.
     upper = xp.astype(source.uniform((k,), x, xp) < frac, info.mask)
     return upper * spacing + lo
+
+
+def eval_scaled(a: Any, keep: float, xp: Any) -> Any:
+    """Test-time scaling: ``keep * a``, a new array, with exact zeros at ``keep == 0``.
+
+    Select, not multiply, at ``keep == 0``, as training does at ``drop_prob=1``:
+    0 * inf would be NaN.
+    """
+    if keep == 0.0:
+        return xp.where(xp.zeros_like(a, dtype=xp.bool), a, 0)
+    return a * keep

@@ -62,6 +62,7 @@ def register(x: Any) -> tuple[Any, Backend, dict[Any, DtypeInfo]]:
     )
     # torch first, without array-api-compat's cached type checks: a first call
     # inside torch.compile would have dynamo trace them, with a warning each.
+    entry: tuple[Any, Backend, dict[Any, DtypeInfo]]
     xp = TORCH.namespace_for(x)
     if xp is not None:
         entry = BY_TYPE[type(x)] = (xp, TORCH, {})
