@@ -21,6 +21,7 @@ the reason, where the backend has no such dtype.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,11 @@ def dtype(request: pytest.FixtureRequest, backend: Backend) -> str:
     if name not in backend.float_dtypes:
         pytest.skip(f"{backend.name} has no {name}")
     return name
+
+
+@pytest.fixture(scope="session")
+def timm_drop() -> Any:
+    """timm's own ``timm/layers/drop.py``, the PyTorch tests' reference; skips where timm is not installed."""
+    from tests.torch_helpers import load_timm_drop
+
+    return load_timm_drop()

@@ -17,6 +17,9 @@ if importlib.util.find_spec("torchvision") is None:
     pytest.skip("needs timm with torchvision: the nox session 'timm' installs them", allow_module_level=True)
 
 torch = pytest.importorskip("torch")
+
+from tests.torch_helpers import assert_same  # noqa: E402
+
 timm = pytest.importorskip("timm")
 torchvision = pytest.importorskip("torchvision")
 
@@ -55,14 +58,6 @@ def train_step(model, x, seed=1):
     y = model(x)
     torch.nn.functional.cross_entropy(y, torch.arange(y.shape[0]) % y.shape[1]).backward()
     return [y.detach(), *(p.grad for p in model.parameters()), torch.rand(3)]
-
-
-def assert_same(a, b):
-    assert len(a) == len(b)
-    for i, (u, v) in enumerate(zip(a, b, strict=True)):
-        assert (u is None) == (v is None), i
-        if u is not None:
-            assert torch.equal(u, v), f"tensor {i} differs"
 
 
 def drop_path_modules(model):

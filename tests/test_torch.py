@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
 
 from anydrop import drop_path
@@ -12,23 +9,6 @@ from anydrop import drop_path
 pytestmark = pytest.mark.backends("torch")
 
 torch = pytest.importorskip("torch")
-
-
-@pytest.fixture(scope="module")
-def timm_drop():
-    """timm's own ``timm/layers/drop.py``, loaded from its file.
-
-    Importing the ``timm`` package would import torchvision; ``drop.py`` itself
-    needs only torch, so the reference is the real timm code, not a copy.
-    """
-    spec = importlib.util.find_spec("timm")
-    if spec is None or spec.origin is None:
-        pytest.skip("timm is not installed (the nox torch session installs it)")
-    path = pathlib.Path(spec.origin).parent / "layers" / "drop.py"
-    module_spec = importlib.util.spec_from_file_location("timm_layers_drop", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture

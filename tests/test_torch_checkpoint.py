@@ -14,6 +14,9 @@ import anydrop
 pytestmark = pytest.mark.backends("torch")
 
 torch = pytest.importorskip("torch")
+
+from tests.torch_helpers import assert_same  # noqa: E402
+
 checkpoint = pytest.importorskip("torch.utils.checkpoint")
 
 from anydrop.torch import DropPath, DropPathResidual, synchronized_rng  # noqa: E402
@@ -84,14 +87,6 @@ def run(model, x, use_checkpoint, steps=2):
     # The layers' generators are where an uncheckpointed run leaves them.
     out += [model.blocks[0].drop(torch.ones(64, 1, device=x.device)), torch.rand(4, device=x.device)]
     return out
-
-
-def assert_same(a, b):
-    assert len(a) == len(b)
-    for i, (u, v) in enumerate(zip(a, b, strict=True)):
-        assert (u is None) == (v is None), i
-        if u is not None:
-            assert torch.equal(u, v), f"tensor {i} differs"
 
 
 @pytest.mark.parametrize("rng_kind", RNG_KINDS)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
-import pathlib
 
 import pytest
 
@@ -15,19 +13,6 @@ pytestmark = pytest.mark.backends("torch")
 torch = pytest.importorskip("torch")
 
 from anydrop.torch import DropPath, convert  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def timm_drop():
-    """timm's own ``timm/layers/drop.py``, loaded from its file (importing timm would need torchvision)."""
-    spec = importlib.util.find_spec("timm")
-    if spec is None or spec.origin is None:
-        pytest.skip("timm is not installed (the nox torch session installs it)")
-    path = pathlib.Path(spec.origin).parent / "layers" / "drop.py"
-    module_spec = importlib.util.spec_from_file_location("timm_layers_drop", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 class Block(torch.nn.Module):

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import pathlib
-
 import pytest
 
 import anydrop
@@ -104,18 +101,6 @@ def test_torch_export_in_eval_mode_runs_without_anydrop_in_the_graph(rng):
     names = " ".join(str(n.target) for n in exported.graph.nodes)
     assert "anydrop" not in names
     assert "bernoulli" not in names
-
-
-@pytest.fixture(scope="module")
-def timm_drop():
-    spec = importlib.util.find_spec("timm")
-    if spec is None or spec.origin is None:
-        pytest.skip("timm is not installed (the nox torch session installs it)")
-    path = pathlib.Path(spec.origin).parent / "layers" / "drop.py"
-    module_spec = importlib.util.spec_from_file_location("timm_layers_drop", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
