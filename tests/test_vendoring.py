@@ -2,7 +2,7 @@
 
 The vendoring guide tells a library author to copy the folder ``anydrop/_core/``
 (under any name) into their package and, when they vendor array-api-compat
-too, to point the one ``from array_api_compat import`` line of its
+too, to point the ``from array_api_compat import`` lines of its
 ``_compat.py`` at their copy. These tests hold the core to that contract (by
 reading its imports) and follow the guide: they vendor the core into a
 temporary package ``mylib`` and run ``tests/vendored_core_checks.py`` against

@@ -4,7 +4,7 @@
 
 This folder is self-contained so that other libraries can vendor it: it
 imports nothing from the rest of anydrop, and array-api-compat only through
-``_compat.py``, whose one import a vendoring project may point at its own copy.
+``_compat.py``, whose imports a vendoring project may point at its own copy.
 Array frameworks are imported lazily, only once an array of theirs is seen.
 
 ``rng`` follows SPEC 7: ``None`` (the library's default source), a

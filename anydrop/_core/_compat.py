@@ -3,11 +3,10 @@
 """The array-api-compat names the core uses, in one place.
 
 A project that vendors this folder and its own copy of array-api-compat points
-the import below at that copy (for example ``from ..._lib.array_api_compat
-import ...``); nothing else in the folder needs editing.
+the two ``from array_api_compat import`` lines below at that copy (for example
+``from ..._lib.array_api_compat import ...``); nothing else in the folder needs
+editing.
 """
-
-from typing import Any
 
 from array_api_compat import (
     array_namespace,
@@ -21,11 +20,12 @@ from array_api_compat import (
 )
 
 
-def torch_namespace() -> Any:
+def torch_namespace() -> object:
     """array-api-compat's namespace for torch tensors (what ``array_namespace`` returns for them)."""
-    import array_api_compat.torch
+    # Here, not above: importing it imports torch.
+    from array_api_compat import torch
 
-    return array_api_compat.torch
+    return torch
 
 
 __all__ = [
