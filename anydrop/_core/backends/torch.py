@@ -12,7 +12,7 @@ from .._portable import PortableRNG, mix64
 from .._sources import MaskSource, PortableSource
 from ._base import Backend
 
-__all__ = ["TorchBackend", "TorchGenerator", "devices_match"]
+__all__ = ["TorchBackend", "TorchGenerator", "devices_match", "eager_portable_source"]
 
 
 def devices_match(a: Any, b: Any) -> bool:
@@ -47,7 +47,7 @@ class TorchGenerator(MaskSource):
 _EAGER_PORTABLE: list[type[PortableSource]] = []
 
 
-def _eager_portable_source() -> type[PortableSource]:
+def eager_portable_source() -> type[PortableSource]:
     """PortableSource whose draws run outside torch.compile's graphs (made once torch is imported).
 
     The stream is host-side integer arithmetic on a Python object that each
@@ -76,6 +76,12 @@ def _eager_portable_source() -> type[PortableSource]:
 
         _EAGER_PORTABLE.append(EagerPortableSource)
     return _EAGER_PORTABLE[0]
+
+
+if "torch" in sys.modules:
+    # Made now, eagerly where it can be: dynamo cannot trace a class definition,
+    # so a first PortableRNG draw inside torch.compile must find the class made.
+    eager_portable_source()
 
 
 class TorchBackend(Backend):
@@ -158,7 +164,7 @@ class TorchBackend(Backend):
         import torch
 
         # Only when compiling: torch.compiler.disable imports dynamo, and with it NumPy.
-        return _eager_portable_source()(rng) if torch.compiler.is_compiling() else PortableSource(rng)
+        return eager_portable_source()(rng) if torch.compiler.is_compiling() else PortableSource(rng)
 
     def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
         import torch
