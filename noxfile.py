@@ -6,7 +6,10 @@ Sessions
 --------
 tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask), tests(jax)
     The same test files, with ``--backend`` set, spread over one pytest-xdist
-    worker per CPU (``-n auto``). Extra pytest arguments go after ``--``:
+    worker per CPU (``-n auto``); then, on NumPy, PyTorch, JAX and Dask, the
+    thread tests (and on NumPy the core's) again under pytest-run-parallel,
+    each test called from 8 threads at once. Extra pytest arguments go after ``--``
+    (and skip that second run):
     ``nox -s "tests(torch)" -- --device cuda -x``, or ``-- -n 0`` for one
     process. The torch session also runs a two-process torch.distributed
     test, the dask session a two-worker dask.distributed cluster on loopback,
@@ -65,6 +68,22 @@ JAX = os.environ.get("ANYDROP_JAX_REQUIREMENT", "jax[cpu]")
 # One pytest-xdist worker per CPU; loadgroup: the tests of one xdist_group (those
 # reading one two-rank process group) share a worker. `-- -n 0` runs one process.
 XDIST = ["-n", "auto", "--dist", "loadgroup"]
+# The test files each tests session runs a second time under pytest-run-parallel
+# (8 threads per test): the thread tests everywhere, and on NumPy, the fastest,
+# the core's tests too. Shared state these rely on (torch.manual_seed, JAX's
+# compilation caches) keeps the others single-threaded.
+PARALLEL = {
+    "numpy": [
+        "tests/test_threads.py",
+        "tests/test_drop_path.py",
+        "tests/test_portable_rng.py",
+        "tests/test_modules.py",
+        "tests/test_fused.py",
+    ],
+    "torch": ["tests/test_threads.py"],
+    "jax": ["tests/test_threads.py"],
+    "dask": ["tests/test_threads.py"],
+}
 
 
 def _cuda_driver_version() -> int | None:
@@ -115,6 +134,9 @@ def tests(session: nox.Session, backend: str) -> None:
         session.install("-e", ".[dask]", "distributed")
     session.install("-e", ".[test]")
     session.run("pytest", f"--backend={backend}", *XDIST, *session.posargs)
+    if backend in PARALLEL and not session.posargs:
+        # Again with pytest-run-parallel, which calls each test from 8 threads at once.
+        session.run("pytest", f"--backend={backend}", "--parallel-threads=8", *PARALLEL[backend])
 
 
 @nox.session

@@ -8,6 +8,7 @@ these, so a check or a repr is written once.
 from __future__ import annotations
 
 import numbers
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -20,6 +21,11 @@ from ._core.backends import backend_for, check_layer_rng
 __all__ = ["DropPathConfig", "ResidualConfig", "describe", "layer_arguments", "residual_arguments"]
 
 Array = TypeVar("Array")
+
+# Guards the making of a layer's stream. One lock for all layers, not one per
+# layer: a lock cannot be copied or pickled, and layers are (copy.deepcopy,
+# torch.save). Taken once per layer, library and device, never on later calls.
+_STREAMS_LOCK = threading.Lock()
 
 
 def layer_arguments(drop_prob: object, scale_by_keep: object, axis: object) -> tuple[float, bool, Axis]:
@@ -101,7 +107,12 @@ class DropPathConfig:
         key = (backend.name, str(device(x)))
         stream = self._streams.get(key)
         if stream is None:
-            stream = self._streams[key] = backend.source(self.rng, x)
+            with _STREAMS_LOCK:
+                # Threads that found no stream above wait here: only the first makes it, or
+                # each would seed its own and draw the same masks as the others.
+                stream = self._streams.get(key)
+                if stream is None:
+                    stream = self._streams[key] = backend.source(self.rng, x)
         return stream
 
     def _drop(self, x: Array) -> Array:

@@ -9,6 +9,7 @@ construction or per call. Importing this module imports jax and flax;
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,11 @@ from ._core import drop_path, drop_path_residual
 from ._layers import describe, layer_arguments, residual_arguments
 
 __all__ = ["DropPath", "DropPathResidual"]
+
+# An nnx.RngStream advances by reading and writing its counter, two steps that
+# threads sharing a module could interleave, so that both get the same key.
+# One lock for every module: a module holding a lock could not be copied.
+_KEY_LOCK = threading.Lock()
 
 
 def _stream(rngs: Any, collection: str) -> Any:
@@ -76,9 +82,11 @@ class _Config(nnx.Module):
                 "has no rngs: pass rngs=nnx.Rngs(dropout=seed) to the constructor or the call"
             )
         if isinstance(source, nnx.Rngs):
-            return source[self.rng_collection]()
+            with _KEY_LOCK:
+                return source[self.rng_collection]()
         if isinstance(source, nnx.RngStream):
-            return source()
+            with _KEY_LOCK:
+                return source()
         if isinstance(source, jax.Array):
             return source
         raise TypeError(

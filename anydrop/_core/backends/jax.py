@@ -12,6 +12,7 @@ through it; a PortableRNG (drawn on the host) works on concrete arrays only.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 from .._portable import PortableRNG
@@ -27,6 +28,12 @@ _NO_KEY = (
 )
 
 
+# Reserves a KeyStream's next counter. One lock for all streams: drop_path
+# makes a stream per call, and a lock each would cost more than the draw's
+# bookkeeping; it is held for two lines, never across a JAX call.
+_COUNTER_LOCK = threading.Lock()
+
+
 class KeyStream(MaskSource):
     """A JAX key that gives each draw its own sub-key: ``fold_in(key, i)`` for draw i.
 
@@ -37,6 +44,8 @@ class KeyStream(MaskSource):
     with small counters, so a key drawn from directly would be correlated with
     keys folded from it. The counter is Python state at trace time, so this
     works under ``jax.jit``. ``key=None`` (``rng=None``) refuses to draw.
+    Threads sharing a stream (a layer's, from an int seed) each get their own
+    counter values.
     """
 
     __slots__ = ("draws", "key")
@@ -51,9 +60,10 @@ class KeyStream(MaskSource):
             raise TypeError(_NO_KEY)
         import jax
 
-        sub = jax.random.fold_in(self.key, self.draws)
-        self.draws += 1
-        return sub
+        with _COUNTER_LOCK:
+            draw = self.draws
+            self.draws = draw + 1
+        return jax.random.fold_in(self.key, draw)
 
     def bernoulli(self, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:
         import jax
