@@ -15,8 +15,10 @@ tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask), t
     test, the dask session a two-worker dask.distributed cluster on loopback,
     and the jax session installs flax too (tests/test_jax.py).
 lint
-    ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
-    over ``tests/typing_public_api.py``, the public API's types as users see them.
+    ruff check, ruff format --check, and mypy --strict and pyright's strict
+    mode (basedpyright) over ``anydrop/`` and over ``tests/typing_public_api.py``,
+    the public API's types as users see them, with NumPy, PyTorch, JAX and Flax
+    installed so that their own types apply.
 build
     Build the sdist and wheel, ``twine check`` them, install the wheel into a
     fresh virtual environment and run it from there, and check what the
@@ -142,13 +144,16 @@ def tests(session: nox.Session, backend: str) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and format check, and the strict type check."""
-    # numpy ships its own types, so the core is checked against them; torch and
-    # cupy are too large to install here and are typed as Any (see pyproject).
-    session.install("ruff", "mypy", "numpy", "-e", ".")
+    # The libraries whose types the code is checked against: NumPy, PyTorch, JAX and Flax ship
+    # their own. CuPy (a CUDA wheel) and Dask are typed as Any (pyproject.toml, typings/).
+    # basedpyright is pyright with Node bundled as a wheel: nothing is downloaded at run time.
+    session.install("ruff", "mypy", "basedpyright", "numpy", TORCH, JAX, "flax", "-e", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("mypy", "tests/typing_public_api.py")
+    # pyright's strict mode over the same files ([tool.pyright] in pyproject.toml).
+    session.run("basedpyright")
 
 
 @nox.session

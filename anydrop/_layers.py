@@ -134,7 +134,8 @@ class DropPathConfig:
 class ResidualConfig(DropPathConfig):
     """A branch and its drop-path arguments, for the neutral and torch residual modules."""
 
-    axis: int
+    # Narrower than DropPathConfig's: only __init__ sets it, from check_sample_axis.
+    axis: int  # pyright: ignore[reportIncompatibleVariableOverride]
     fixed_size: bool
 
     def __init__(

@@ -52,13 +52,14 @@ class _Config(nnx.Module):
         rngs: Any,
     ) -> None:
         self.drop_prob, self.scale_by_keep, self.axis = layer_arguments(drop_prob, scale_by_keep, axis)
-        if deterministic is not None and not isinstance(deterministic, bool):
+        # Checked at run time: the annotations bind type-checked callers only.
+        if deterministic is not None and not isinstance(deterministic, bool):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(
                 f"deterministic must be a bool or None, got {deterministic!r} of type "
                 f"{type(deterministic).__name__}"
             )
         self.deterministic = deterministic
-        if not isinstance(rng_collection, str):
+        if not isinstance(rng_collection, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(f"rng_collection must be a str, got {type(rng_collection).__name__}")
         self.rng_collection = rng_collection
         self.rngs = _stream(rngs, rng_collection)

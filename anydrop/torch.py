@@ -180,7 +180,7 @@ def synchronized_rng(
     step = check_count(step, "step")
     if generator is None:
         generator = torch.Generator(device=device if device is not None else "cpu")
-    elif not isinstance(generator, torch.Generator):
+    elif not isinstance(generator, torch.Generator):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise TypeError(
             f"generator must be a torch.Generator, got an object of type {type(generator).__name__}"
         )

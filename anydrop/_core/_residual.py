@@ -97,12 +97,12 @@ def drop_path_residual(
         return x + fn(x)  # type: ignore[operator, no-any-return]
     ndim = len(shape)
     ax %= ndim
-    n = x.shape[ax]  # type: ignore[attr-defined]
-    drops_all = keep == 0.0 or n == 0
+    n: int = x.shape[ax]  # type: ignore[attr-defined]
+    drops_all: bool = keep == 0.0 or n == 0  # pyright: ignore[reportUnknownVariableType]
     if backend.residual_refusal is not None and not drops_all:
         raise TypeError(backend.residual_refusal)
     if fixed_size and not drops_all:
-        idx, position, scales = _fixed_subset(source, keep, n, info, scale_by_keep, x, xp)
+        idx, position, scales = _fixed_subset(source, keep, n, info, scale_by_keep, x, xp)  # pyright: ignore[reportUnknownArgumentType]
     else:
         # drop_path's own mask (the source above drew nothing, so this is the first draw).
         mask = prepare(x, drop_prob, training, scale_by_keep, ax, rng)[5]

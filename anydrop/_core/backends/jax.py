@@ -90,15 +90,18 @@ class JaxBackend(Backend):
     generator_names = "JAX PRNG key (jax.random.key(seed), or a legacy jax.random.PRNGKey(seed))"
 
     def is_generator(self, rng: object) -> bool:
-        jax = sys.modules.get("jax")
-        if jax is None or not isinstance(rng, jax.Array):
+        if "jax" not in sys.modules:
+            return False  # not imported, so rng cannot be one of its arrays
+        import jax
+
+        if not isinstance(rng, jax.Array):
             return False
-        return bool(jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)) or rng.dtype == "uint32"
+        return bool(jax.numpy.issubdtype(rng.dtype, jax.dtypes.prng_key)) or rng.dtype == "uint32"
 
     def check_generator(self, rng: Any, x: Any) -> None:
         import jax
 
-        if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        if jax.numpy.issubdtype(rng.dtype, jax.dtypes.prng_key):
             if rng.shape != ():
                 raise ValueError(
                     f"rng must be a single JAX key, got an array of keys of shape {rng.shape}: pass one key "
@@ -119,8 +122,9 @@ class JaxBackend(Backend):
                 return jax.random.key(seed)
             # jax.random.key keeps only 32 bits of a larger seed unless 64-bit mode is on; build
             # the key it makes in that mode, [seed >> 32, seed & 0xFFFFFFFF], in either mode.
-            data = jax.numpy.asarray([seed >> 32, seed & 0xFFFFFFFF], dtype="uint32")
-            return jax.random.wrap_key_data(data, impl="threefry2x32")
+            # jax.numpy.array's device parameter names a type jax does not export: unknown to pyright.
+            data = jax.numpy.array([seed >> 32, seed & 0xFFFFFFFF], dtype="uint32")  # pyright: ignore[reportUnknownMemberType]
+            return jax.random.wrap_key_data(data, impl="threefry2x32")  # pyright: ignore[reportUnknownVariableType]
 
     def generator_source(self, gen: Any) -> MaskSource:
         return KeyStream(gen)
