@@ -30,6 +30,10 @@ docs
     Build the documentation (Sphinx, ``docs/``) into ``docs/_build/html`` with
     warnings as errors, then run every example: the doctests of ``docs/*.md``,
     ``README.md`` and the package's docstrings, and the scripts in ``docs/examples/``.
+mutation
+    mutmut over the core's entry points, scale and checks with the NumPy
+    tests (``[tool.mutmut]`` in pyproject.toml); long, and not in the default
+    run. ``nox -s mutation -- "anydrop._core._scale*"`` mutates one module.
 bench
     ``python -m anydrop.bench``: anydrop, timm, the classic two-pass version and
     the one-pass memory limit side by side (minutes; not in the default run).
@@ -231,6 +235,17 @@ def docs(session: nox.Session) -> None:
     )
     for script in sorted(Path("docs/examples").glob("*.py")):
         session.run("python", "-W", "error", str(script))
+
+
+@nox.session(default=False)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the core with mutmut, against the NumPy tests (long; not in the default run)."""
+    # [tool.mutmut] in pyproject.toml says which files are mutated and which tests
+    # run. Niced: it keeps every CPU busy for a long while. Arguments after -- go
+    # to `mutmut run`: mutant names or patterns, e.g. "anydrop._core._scale*".
+    session.install("mutmut>=3", "-e", ".[test]")
+    session.run("nice", "-n", "10", "mutmut", "run", "--max-children", "2", *session.posargs, external=True)
+    session.run("mutmut", "results")
 
 
 @nox.session

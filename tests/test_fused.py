@@ -20,6 +20,10 @@ def _close(backend, a, b):
     np.testing.assert_allclose(backend.to_numpy(a), backend.to_numpy(b), rtol=1e-12, atol=0)
 
 
+def _ones_like(a):
+    return a * 0 + 1
+
+
 def _triple(a):
     # The branch used below: elementwise, so it treats samples independently.
     return a * 3.0
@@ -265,3 +269,70 @@ def test_portable_rng_gives_the_same_residual_on_every_backend(backend, fixed_si
     add = drop_path_add(x, x, 0.5, True, rng=PortableRNG(4))
     reference = drop_path_add(host, host, 0.5, True, rng=PortableRNG(4))
     np.testing.assert_array_equal(backend.to_numpy(add), reference)
+
+
+# The tests below kill mutants that survived `nox -s mutation` (docs/development.md).
+
+
+def test_add_names_both_types_when_x_is_an_array_of_another_library(backend):
+    import array_api_strict as xps
+
+    branch = random_batch(backend, (4, 2))
+    x = xps.zeros((4, 2))
+    if type(x) is type(branch):
+        pytest.skip("x and branch are of one library here")
+    message = f"got an object of type {type(x).__name__} for branch of type {type(branch).__name__}"
+    with pytest.raises(TypeError, match=message):
+        drop_path_add(x, branch, 0.5, True, rng=0)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_add_at_drop_prob_one_is_x_exactly_in_x_dtype(backend):
+    x = random_batch(backend, (6, 2), "float32", seed=1)
+    out = drop_path_add(x, random_batch(backend, (6, 2), "float32", seed=2), 1.0, True, rng=0)
+    assert out.dtype == x.dtype
+    np.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(x))
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_fixed_size_keeps_one_sample_where_n_times_keep_rounds_below_two(backend):
+    fn = _Counting()
+    drop_path_residual(random_batch(backend, (4, 3)), fn, 0.9, True, rng=0, fixed_size=True)
+    assert fn.shapes == [(1, 3)]
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_fixed_size_without_scale_by_keep_adds_the_branch_unscaled(backend):
+    x = random_batch(backend, (40, 3), "float64", seed=5)
+    out = backend.to_numpy(drop_path_residual(x, _triple, 0.5, True, False, rng=3, fixed_size=True))
+    host = backend.to_numpy(x)
+    rows = ((out - host) / (3.0 * host))[:, 0]
+    kept = ~np.isclose(rows, 0.0)
+    assert kept.sum() == 20
+    np.testing.assert_allclose(rows[kept], 1.0, rtol=1e-12)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_fixed_size_in_float16_dithers_the_scale_between_its_two_neighbours(backend):
+    if "float16" not in backend.float_dtypes:
+        pytest.skip(f"{backend.name} has no float16")
+    # x is below half a unit in the last place of the scales, so out is the scale where kept.
+    x = backend.asarray(np.full((2000, 1), 2.0**-14), "float16")
+    out = drop_path_residual(x, _ones_like, 0.1, True, rng=4, fixed_size=True)
+    assert out.dtype == x.dtype
+    host = backend.to_numpy(out).astype(np.float64)[:, 0]
+    kept = host[host > 0.5]
+    assert kept.size == 1800
+    # 1/0.9 is not a float16: each kept sample gets one of its two neighbours, the mean 1/0.9.
+    values = sorted(set(kept.tolist()))
+    assert len(values) == 2, values
+    assert values[0] < 1 / 0.9 < values[1]
+    assert abs(kept.mean() - 1 / 0.9) < 2e-4
+
+
+def test_drop_prob_one_as_a_numpy_or_python_int_is_accepted(backend):
+    # Not a Python float, so these take check_drop_prob's path, not the fast one.
+    x = random_batch(backend, (4, 2))
+    for p in (np.float64(1.0), 1):
+        np.testing.assert_array_equal(backend.to_numpy(drop_path(x, p, True, rng=0)), 0.0)
+    assert DropPath(1).drop_prob == 1.0
