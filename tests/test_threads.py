@@ -303,7 +303,7 @@ def test_flax_module_with_shared_rngs_draws_fresh_keys(backend, residual, load):
     def make() -> Any:
         rngs = nnx.Rngs(dropout=16)
         if residual:
-            return adf.DropPathResidual(_double, P, fixed_size=False, rngs=rngs)
+            return adf.DropPathResidual(_double, P, rngs=rngs)  # fixed_size, as _fixed says why
         return adf.DropPath(P, rngs=rngs)
 
     x = _ones(backend)
