@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace, device
 
-from anydrop import DropPath, DropPathResidual, drop_path, drop_path_add, drop_path_residual
-from tests.backends import RESIDUAL_GATHERS
+from anydrop import DropPath, DropPathResidual, PortableRNG, drop_path, drop_path_add, drop_path_residual
+from tests.backends import NO_ADVANCING_RNG, RESIDUAL_GATHERS, make_generator
 from tests.helpers import random_batch
 
 # Bounds are mean +- 5 standard deviations at fixed seeds (false alarm < 1e-6 each).
@@ -336,3 +336,59 @@ def test_drop_prob_one_as_a_numpy_or_python_int_is_accepted(backend):
     for p in (np.float64(1.0), 1):
         np.testing.assert_array_equal(backend.to_numpy(drop_path(x, p, True, rng=0)), 0.0)
     assert DropPath(1).drop_prob == 1.0
+
+
+def _float16(backend):
+    if "float16" not in backend.float_dtypes:
+        pytest.skip(f"{backend.name} has no float16")
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_fixed_size_refuses_a_scale_n_over_k_that_overflows_float16(backend):
+    _float16(backend)
+    # k = max(1, round(70000 * 1e-5)) = 1: the scale 70000 is past float16's 65504, though
+    # 1/keep is not checked here (fixed_size scales by n/k); it was an inf, silently.
+    x = backend.asarray(np.ones((70000, 1)), "float16")
+    rng = PortableRNG(0)
+    with pytest.raises(ValueError, match=r"k=1 of n=70000 .* n/k = 70000 overflows"):
+        drop_path_residual(x, _ones_like, 1 - 1e-5, True, rng=rng, fixed_size=True)
+    assert rng.position == 0
+    out = drop_path_residual(x, _ones_like, 1 - 1e-5, True, False, rng=rng, fixed_size=True)
+    assert bool(backend.xp.all(backend.xp.isfinite(out)))
+
+
+def test_float16_scale_up_to_the_dtype_max_is_accepted_and_past_it_refused(backend):
+    _float16(backend)
+    x = backend.asarray(np.ones((64, 1)), "float16")
+    # keep = 2**-15 exactly: the scale 32768 is a float16.
+    out = backend.to_numpy(drop_path(x, 1 - 2.0**-15, True, rng=PortableRNG(1)))
+    assert set(np.unique(out).tolist()) <= {0.0, 32768.0}
+    with pytest.raises(ValueError, match=r"the scale 1/keep = 131072 overflows .*or use a wider dtype"):
+        drop_path(x, 1 - 2.0**-17, True, rng=0)
+
+
+@pytest.mark.parametrize("p", [0.7, 0.1])
+def test_float16_scale_is_one_of_the_two_float16_neighbours_of_one_over_keep(backend, p):
+    _float16(backend)
+    x = backend.asarray(np.ones((4000, 1)), "float16")
+    kept = backend.to_numpy(drop_path(x, p, True, rng=PortableRNG(2))).astype(np.float64)
+    values = sorted(set(kept[kept != 0].tolist()))
+    lo = np.float16(1 / (1 - p))
+    lo = lo if float(lo) <= 1 / (1 - p) else np.nextafter(lo, np.float16(0))
+    assert values == [float(lo), float(np.nextafter(lo, np.float16(np.inf)))]
+
+
+@pytest.mark.skip_backends(**NO_ADVANCING_RNG)
+def test_float16_with_an_exact_scale_draws_as_float32_does(backend):
+    _float16(backend)
+    # 1/0.5 is a float16: one draw per call, so successive calls match float32's sample for sample.
+    gens = make_generator(backend, 3), make_generator(backend, 3)
+    masks = [
+        [
+            backend.to_numpy(drop_path(random_batch(backend, (64, 1), d), 0.5, True, rng=g)) != 0
+            for _ in range(3)
+        ]
+        for d, g in zip(("float16", "float32"), gens, strict=True)
+    ]
+    for a, b in zip(*masks, strict=True):
+        np.testing.assert_array_equal(a, b)
