@@ -392,3 +392,40 @@ def test_float16_with_an_exact_scale_draws_as_float32_does(backend):
     ]
     for a, b in zip(*masks, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_without_scale_by_keep_adds_the_branch_unscaled(backend):
+    x = random_batch(backend, (40, 3), "float64", seed=6)
+    out = backend.to_numpy(drop_path_residual(x, _triple, 0.5, True, False, rng=4))
+    host = backend.to_numpy(x)
+    rows = ((out - host) / (3.0 * host))[:, 0]
+    kept = ~np.isclose(rows, 0.0)
+    assert 0 < kept.sum() < 40
+    np.testing.assert_allclose(rows[kept], 1.0, rtol=1e-12)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_on_a_batch_of_one_keeps_it_when_drawn(backend):
+    x = random_batch(backend, (1, 3), "float64")
+    out = drop_path_residual(x, _triple, 1e-9, True, rng=0)
+    np.testing.assert_allclose(backend.to_numpy(out), 4.0 * backend.to_numpy(x), rtol=1e-8)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_refuses_a_branch_that_returns_no_array(backend):
+    x = random_batch(backend, (8, 3))
+    with pytest.raises(ValueError, match=r"fn must return an array of its input's shape .*got float"):
+        drop_path_residual(x, lambda a: 1.0, 0.5, True, rng=0)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_equals_drop_path_add_on_a_large_batch(backend):
+    # Many samples: puts each kept result back in place through a sort of the whole batch.
+    x = random_batch(backend, (3000, 2), "float64", seed=7)
+    for seed in range(3):
+        np.testing.assert_allclose(
+            backend.to_numpy(drop_path_residual(x, _triple, 0.5, True, rng=seed)),
+            backend.to_numpy(drop_path_add(x, _triple(x), 0.5, True, rng=seed)),
+            rtol=1e-12,
+        )
