@@ -429,3 +429,8 @@ def test_residual_equals_drop_path_add_on_a_large_batch(backend):
             backend.to_numpy(drop_path_add(x, _triple(x), 0.5, True, rng=seed)),
             rtol=1e-12,
         )
+
+
+def test_residual_names_the_type_of_a_branch_that_is_not_callable(backend):
+    with pytest.raises(TypeError, match="fn must be callable, got an object of type int"):
+        drop_path_residual(random_batch(backend, (4, 2)), 3, 0.5, True, rng=0)
