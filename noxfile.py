@@ -6,7 +6,10 @@ Sessions
 --------
 tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask), tests(jax)
     The same test files, with ``--backend`` set, spread over one pytest-xdist
-    worker per CPU (``-n auto``). Extra pytest arguments go after ``--``:
+    worker per CPU (``-n auto``); then, on NumPy, PyTorch, JAX and Dask, the
+    thread tests (and on NumPy the core's) again under pytest-run-parallel,
+    each test called from 8 threads at once. Extra pytest arguments go after ``--``
+    (and skip that second run):
     ``nox -s "tests(torch)" -- --device cuda -x``, or ``-- -n 0`` for one
     process. The torch session also runs a two-process torch.distributed
     test, the dask session a two-worker dask.distributed cluster on loopback,
@@ -25,8 +28,10 @@ timm
     ONNX export (``torch.onnx.export(..., dynamo=True)``) in eval mode.
     Installs torch 2.14.1 with torchvision 0.29.1 (a CUDA build of several GB).
 lint
-    ruff check, ruff format --check, and mypy --strict over ``anydrop/`` and
-    over ``tests/typing_public_api.py``, the public API's types as users see them.
+    ruff check, ruff format --check, and mypy --strict and pyright's strict
+    mode (basedpyright) over ``anydrop/`` and over ``tests/typing_public_api.py``,
+    the public API's types as users see them, with NumPy, PyTorch, JAX and Flax
+    installed so that their own types apply.
 build
     Build the sdist and wheel, ``twine check`` them, install the wheel into a
     fresh virtual environment and run it from there, and check what the
@@ -38,6 +43,10 @@ docs
     Build the documentation (Sphinx, ``docs/``) into ``docs/_build/html`` with
     warnings as errors, then run every example: the doctests of ``docs/*.md``,
     ``README.md`` and the package's docstrings, and the scripts in ``docs/examples/``.
+mutation
+    mutmut over the core's entry points, scale and checks with the NumPy
+    tests (``[tool.mutmut]`` in pyproject.toml); long, and not in the default
+    run. ``nox -s mutation -- "anydrop._core._scale*"`` mutates one module.
 bench
     ``python -m anydrop.bench``: anydrop, timm, the classic two-pass version and
     the one-pass memory limit side by side (minutes; not in the default run).
@@ -90,6 +99,22 @@ TIMM_TESTS = [
 # One pytest-xdist worker per CPU; loadgroup: the tests of one xdist_group (those
 # reading one two-rank process group) share a worker. `-- -n 0` runs one process.
 XDIST = ["-n", "auto", "--dist", "loadgroup"]
+# The test files each tests session runs a second time under pytest-run-parallel
+# (8 threads per test): the thread tests everywhere, and on NumPy, the fastest,
+# the core's tests too. Shared state these rely on (torch.manual_seed, JAX's
+# compilation caches) keeps the others single-threaded.
+PARALLEL = {
+    "numpy": [
+        "tests/test_threads.py",
+        "tests/test_drop_path.py",
+        "tests/test_portable_rng.py",
+        "tests/test_modules.py",
+        "tests/test_fused.py",
+    ],
+    "torch": ["tests/test_threads.py"],
+    "jax": ["tests/test_threads.py"],
+    "dask": ["tests/test_threads.py"],
+}
 
 
 def _cuda_driver_version() -> int | None:
@@ -143,6 +168,9 @@ def tests(session: nox.Session, backend: str) -> None:
         session.install("-e", ".[dask]", "distributed")
     session.install("-e", ".[test]")
     session.run("pytest", f"--backend={backend}", *XDIST, *session.posargs)
+    if backend in PARALLEL and not session.posargs:
+        # Again with pytest-run-parallel, which calls each test from 8 threads at once.
+        session.run("pytest", f"--backend={backend}", "--parallel-threads=8", *PARALLEL[backend])
 
 
 def _keras_tests(session: nox.Session) -> None:
@@ -170,13 +198,17 @@ def timm(session: nox.Session) -> None:
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and format check, and the strict type check."""
-    # numpy ships its own types, so the core is checked against them; torch and
-    # cupy are too large to install here and are typed as Any (see pyproject).
-    session.install("ruff", "mypy", "numpy", "-e", ".")
+    # The libraries whose types the code is checked against: NumPy, PyTorch, JAX, Flax and Equinox
+    # ship their own. CuPy (a CUDA wheel), Dask and Keras (no type information) are typed as Any
+    # (pyproject.toml, typings/). basedpyright is pyright with Node bundled as a wheel: nothing
+    # is downloaded at run time.
+    session.install("ruff", "mypy", "basedpyright", "numpy", TORCH, JAX, "flax", "equinox", "-e", ".")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("mypy")
     session.run("mypy", "tests/typing_public_api.py")
+    # pyright's strict mode over the same files ([tool.pyright] in pyproject.toml).
+    session.run("basedpyright")
 
 
 @nox.session
@@ -256,6 +288,17 @@ def docs(session: nox.Session) -> None:
     )
     for script in sorted(Path("docs/examples").glob("*.py")):
         session.run("python", "-W", "error", str(script))
+
+
+@nox.session(default=False)
+def mutation(session: nox.Session) -> None:
+    """Mutation testing of the core with mutmut, against the NumPy tests (long; not in the default run)."""
+    # [tool.mutmut] in pyproject.toml says which files are mutated and which tests
+    # run. Niced: it keeps every CPU busy for a long while. Arguments after -- go
+    # to `mutmut run`: mutant names or patterns, e.g. "anydrop._core._scale*".
+    session.install("mutmut>=3", "-e", ".[test]")
+    session.run("nice", "-n", "10", "mutmut", "run", "--max-children", "2", *session.posargs, external=True)
+    session.run("mutmut", "results")
 
 
 @nox.session

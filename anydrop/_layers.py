@@ -8,6 +8,7 @@ these, so a check or a repr is written once.
 from __future__ import annotations
 
 import numbers
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -33,6 +34,11 @@ __all__ = [
 ]
 
 Array = TypeVar("Array")
+
+# Guards the making of a layer's stream. One lock for all layers, not one per
+# layer: a lock cannot be copied or pickled, and layers are (copy.deepcopy,
+# torch.save). Taken once per layer, library and device, never on later calls.
+_STREAMS_LOCK = threading.Lock()
 
 
 def layer_arguments(
@@ -131,7 +137,12 @@ class DropPathConfig:
         key = (backend.name, backend.device_name(x))
         stream = self._streams.get(key)
         if stream is None:
-            stream = self._streams[key] = backend.source(self.rng, x)
+            with _STREAMS_LOCK:
+                # Threads that found no stream above wait here: only the first makes it, or
+                # each would seed its own and draw the same masks as the others.
+                stream = self._streams.get(key)
+                if stream is None:
+                    stream = self._streams[key] = backend.source(self.rng, x)
         return stream
 
     def _drop(self, x: Array) -> Array:
@@ -172,7 +183,8 @@ class DropPathConfig:
 class ResidualConfig(DropPathConfig):
     """A branch and its drop-path arguments, for the neutral and torch residual modules."""
 
-    axis: int
+    # Narrower than DropPathConfig's: only __init__ sets it, from check_sample_axis.
+    axis: int  # pyright: ignore[reportIncompatibleVariableOverride]
     fixed_size: bool
 
     def __init__(

@@ -9,6 +9,7 @@ construction or per call. Importing this module imports jax and flax;
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,11 @@ from ._core import drop_path, drop_path_residual
 from ._layers import describe, layer_arguments, residual_arguments, scaling_argument
 
 __all__ = ["DropPath", "DropPathResidual"]
+
+# An nnx.RngStream advances by reading and writing its counter, two steps that
+# threads sharing a module could interleave, so that both get the same key.
+# One lock for every module: a module holding a lock could not be copied.
+_KEY_LOCK = threading.Lock()
 
 
 def _stream(rngs: Any, collection: str) -> Any:
@@ -48,13 +54,14 @@ class _Config(nnx.Module):
     ) -> None:
         self.drop_prob, self.scale_by_keep, self.axis = layer_arguments(drop_prob, scale_by_keep, axis)
         self.scale_at_test = scaling_argument(self.scale_by_keep, scale_at_test)
-        if deterministic is not None and not isinstance(deterministic, bool):
+        # Checked at run time: the annotations bind type-checked callers only.
+        if deterministic is not None and not isinstance(deterministic, bool):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(
                 f"deterministic must be a bool or None, got {deterministic!r} of type "
                 f"{type(deterministic).__name__}"
             )
         self.deterministic = deterministic
-        if not isinstance(rng_collection, str):
+        if not isinstance(rng_collection, str):  # pyright: ignore[reportUnnecessaryIsInstance]
             raise TypeError(f"rng_collection must be a str, got {type(rng_collection).__name__}")
         self.rng_collection = rng_collection
         self.rngs = _stream(rngs, rng_collection)
@@ -78,9 +85,11 @@ class _Config(nnx.Module):
                 "has no rngs: pass rngs=nnx.Rngs(dropout=seed) to the constructor or the call"
             )
         if isinstance(source, nnx.Rngs):
-            return source[self.rng_collection]()
+            with _KEY_LOCK:
+                return source[self.rng_collection]()
         if isinstance(source, nnx.RngStream):
-            return source()
+            with _KEY_LOCK:
+                return source()
         if isinstance(source, jax.Array):
             return source
         raise TypeError(

@@ -14,6 +14,10 @@ PyTorch and NumPy (Keras's NumPy backend runs inference only: it has no
 Importing this module imports keras; ``import anydrop`` alone does not.
 """
 
+# Keras ships no type information, so its classes are Any here (typings/keras):
+# pyright's strict mode would report every use of them; its basic mode still checks this file.
+# pyright: basic
+
 from __future__ import annotations
 
 from typing import Any
@@ -78,7 +82,7 @@ class _Config(keras.layers.Layer):
         first, counter = (int(v) & 0xFFFFFFFF for v in state.tolist())
         return stream_value(first, counter)
 
-    def _training(self, training: Any) -> Any:
+    def _training(self, training: bool | None) -> bool:
         # As keras.layers.Dropout: training=None (no context) is inference.
         return False if training is None else training
 
@@ -172,12 +176,12 @@ class DropPath(_Config):
         self.supports_masking = True
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        training = self._training(training)
-        rng = self._rng() if training and self.rate > 0.0 else None
+        active = self._training(training)
+        rng = self._rng() if active and self.rate > 0.0 else None
         return drop_path(
             inputs,
             self.rate,
-            training,
+            active,
             self.scale_by_keep,
             axis=self.axis,
             rng=rng,
@@ -265,13 +269,13 @@ class DropPathResidual(_Config):
             self.branch.build(input_shape)
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
-        training = self._training(training)
-        rng = self._rng() if training and self.rate > 0.0 else None
+        active = self._training(training)
+        rng = self._rng() if active and self.rate > 0.0 else None
         return drop_path_residual(
             inputs,
             self.branch,
             self.rate,
-            training,
+            active,
             self.scale_by_keep,
             axis=self.axis,
             rng=rng,

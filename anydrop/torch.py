@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import secrets
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -15,7 +15,7 @@ from ._core._checks import MAX_SEED, check_count, check_seed, is_integer
 from ._core._portable import PortableRNG, stream_value
 from ._core._sources import MaskSource
 from ._core.backends import backend_for, check_layer_rng, lookup
-from ._core.backends.torch import TorchGenerator, devices_match, eager_portable_source
+from ._core.backends.torch import TorchGenerator, devices_match, eager_portable_source, in_backward
 from ._layers import DropPathConfig, ResidualConfig
 
 __all__ = ["DropPath", "DropPathResidual", "convert", "shared_seed", "synchronized_rng"]
@@ -27,9 +27,13 @@ lookup(torch.empty(0))
 eager_portable_source()
 
 
-#: Saved-tensor hooks installed: a non-reentrant ``torch.utils.checkpoint`` may be
-#: recording this forward to recompute it. None where torch lacks the query.
-_saved_tensor_hooks = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)
+#: The saved-tensor hooks installed, if any: a non-reentrant ``torch.utils.checkpoint``
+#: may be recording this forward to recompute it. None where torch lacks the query.
+_saved_tensor_hooks: Any = getattr(
+    torch._C._autograd,  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType, reportAttributeAccessIssue, reportUnknownArgumentType]
+    "_top_saved_tensors_default_hooks",
+    None,
+)
 #: How many recorded draws a layer keeps for a recomputation that may come.
 _MAX_RECORDED = 16
 
@@ -64,10 +68,10 @@ class _TorchLayer:
     _replayed: bool
 
     def _rng_for(self, x: Any) -> Any:
-        rng = super()._rng_for(x)  # type: ignore[misc]
+        rng: Any = cast(Any, super())._rng_for(x)
         if rng is None or not isinstance(x, torch.Tensor) or torch.compiler.is_compiling():
             return rng
-        if torch._C._current_graph_task_id() != -1:
+        if in_backward():
             return self._replay(rng, x)
         if torch.is_grad_enabled() and _saved_tensor_hooks is not None and _saved_tensor_hooks(False) is None:
             return rng  # an ordinary forward: nothing will recompute it
@@ -280,7 +284,8 @@ def convert(module: torch.nn.Module, *, rng: Any = None, inplace: bool = True) -
       (1): DropPath(drop_prob=0.200)
     )
     """
-    if not isinstance(module, torch.nn.Module):
+    # Checked at run time: the annotations bind type-checked callers only.
+    if not isinstance(module, torch.nn.Module):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise TypeError(f"module must be a torch.nn.Module, got an object of type {type(module).__name__}")
     seed = check_seed(rng) if is_integer(rng) else None
     if seed is None:
@@ -427,7 +432,7 @@ def synchronized_rng(
     step = check_count(step, "step")
     if generator is None:
         generator = torch.Generator(device=device if device is not None else "cpu")
-    elif not isinstance(generator, torch.Generator):
+    elif not isinstance(generator, torch.Generator):  # pyright: ignore[reportUnnecessaryIsInstance]
         raise TypeError(
             f"generator must be a torch.Generator, got an object of type {type(generator).__name__}"
         )

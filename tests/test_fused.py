@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from array_api_compat import array_namespace, device
 
-from anydrop import DropPath, DropPathResidual, drop_path, drop_path_add, drop_path_residual
-from tests.backends import RESIDUAL_GATHERS
+from anydrop import DropPath, DropPathResidual, PortableRNG, drop_path, drop_path_add, drop_path_residual
+from tests.backends import NO_ADVANCING_RNG, RESIDUAL_GATHERS, make_generator
 from tests.helpers import random_batch
 
 # Bounds are mean +- 5 standard deviations at fixed seeds (false alarm < 1e-6 each).
@@ -18,6 +18,10 @@ SIGMAS = 5.0
 
 def _close(backend, a, b):
     np.testing.assert_allclose(backend.to_numpy(a), backend.to_numpy(b), rtol=1e-12, atol=0)
+
+
+def _ones_like(a):
+    return a * 0 + 1
 
 
 def _triple(a):
@@ -265,3 +269,168 @@ def test_portable_rng_gives_the_same_residual_on_every_backend(backend, fixed_si
     add = drop_path_add(x, x, 0.5, True, rng=PortableRNG(4))
     reference = drop_path_add(host, host, 0.5, True, rng=PortableRNG(4))
     np.testing.assert_array_equal(backend.to_numpy(add), reference)
+
+
+# The tests below kill mutants that survived `nox -s mutation` (docs/development.md).
+
+
+def test_add_names_both_types_when_x_is_an_array_of_another_library(backend):
+    import array_api_strict as xps
+
+    branch = random_batch(backend, (4, 2))
+    x = xps.zeros((4, 2))
+    if type(x) is type(branch):
+        pytest.skip("x and branch are of one library here")
+    message = f"got an object of type {type(x).__name__} for branch of type {type(branch).__name__}"
+    with pytest.raises(TypeError, match=message):
+        drop_path_add(x, branch, 0.5, True, rng=0)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_add_at_drop_prob_one_is_x_exactly_in_x_dtype(backend):
+    x = random_batch(backend, (6, 2), "float32", seed=1)
+    out = drop_path_add(x, random_batch(backend, (6, 2), "float32", seed=2), 1.0, True, rng=0)
+    assert out.dtype == x.dtype
+    np.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(x))
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_fixed_size_keeps_one_sample_where_n_times_keep_rounds_below_two(backend):
+    fn = _Counting()
+    drop_path_residual(random_batch(backend, (4, 3)), fn, 0.9, True, rng=0, fixed_size=True)
+    assert fn.shapes == [(1, 3)]
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_fixed_size_without_scale_by_keep_adds_the_branch_unscaled(backend):
+    x = random_batch(backend, (40, 3), "float64", seed=5)
+    out = backend.to_numpy(drop_path_residual(x, _triple, 0.5, True, False, rng=3, fixed_size=True))
+    host = backend.to_numpy(x)
+    rows = ((out - host) / (3.0 * host))[:, 0]
+    kept = ~np.isclose(rows, 0.0)
+    assert kept.sum() == 20
+    np.testing.assert_allclose(rows[kept], 1.0, rtol=1e-12)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_fixed_size_in_float16_dithers_the_scale_between_its_two_neighbours(backend):
+    if "float16" not in backend.float_dtypes:
+        pytest.skip(f"{backend.name} has no float16")
+    # x is below half a unit in the last place of the scales, so out is the scale where kept.
+    x = backend.asarray(np.full((2000, 1), 2.0**-14), "float16")
+    out = drop_path_residual(x, _ones_like, 0.1, True, rng=4, fixed_size=True)
+    assert out.dtype == x.dtype
+    host = backend.to_numpy(out).astype(np.float64)[:, 0]
+    kept = host[host > 0.5]
+    assert kept.size == 1800
+    # 1/0.9 is not a float16: each kept sample gets one of its two neighbours, the mean 1/0.9.
+    values = sorted(set(kept.tolist()))
+    assert len(values) == 2, values
+    assert values[0] < 1 / 0.9 < values[1]
+    assert abs(kept.mean() - 1 / 0.9) < 2e-4
+
+
+def test_drop_prob_one_as_a_numpy_or_python_int_is_accepted(backend):
+    # Not a Python float, so these take check_drop_prob's path, not the fast one.
+    x = random_batch(backend, (4, 2))
+    for p in (np.float64(1.0), 1):
+        np.testing.assert_array_equal(backend.to_numpy(drop_path(x, p, True, rng=0)), 0.0)
+    assert DropPath(1).drop_prob == 1.0
+
+
+def _float16(backend):
+    if "float16" not in backend.float_dtypes:
+        pytest.skip(f"{backend.name} has no float16")
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_fixed_size_refuses_a_scale_n_over_k_that_overflows_float16(backend):
+    _float16(backend)
+    # k = max(1, round(70000 * 1e-5)) = 1: the scale 70000 is past float16's 65504, though
+    # 1/keep is not checked here (fixed_size scales by n/k); it was an inf, silently.
+    x = backend.asarray(np.ones((70000, 1)), "float16")
+    rng = PortableRNG(0)
+    with pytest.raises(ValueError, match=r"k=1 of n=70000 .* n/k = 70000 overflows"):
+        drop_path_residual(x, _ones_like, 1 - 1e-5, True, rng=rng, fixed_size=True)
+    assert rng.position == 0
+    out = drop_path_residual(x, _ones_like, 1 - 1e-5, True, False, rng=rng, fixed_size=True)
+    assert bool(backend.xp.all(backend.xp.isfinite(out)))
+
+
+def test_float16_scale_up_to_the_dtype_max_is_accepted_and_past_it_refused(backend):
+    _float16(backend)
+    x = backend.asarray(np.ones((64, 1)), "float16")
+    # keep = 2**-15 exactly: the scale 32768 is a float16.
+    out = backend.to_numpy(drop_path(x, 1 - 2.0**-15, True, rng=PortableRNG(1)))
+    assert set(np.unique(out).tolist()) <= {0.0, 32768.0}
+    with pytest.raises(ValueError, match=r"the scale 1/keep = 131072 overflows .*or use a wider dtype"):
+        drop_path(x, 1 - 2.0**-17, True, rng=0)
+
+
+@pytest.mark.parametrize("p", [0.7, 0.1])
+def test_float16_scale_is_one_of_the_two_float16_neighbours_of_one_over_keep(backend, p):
+    _float16(backend)
+    x = backend.asarray(np.ones((4000, 1)), "float16")
+    kept = backend.to_numpy(drop_path(x, p, True, rng=PortableRNG(2))).astype(np.float64)
+    values = sorted(set(kept[kept != 0].tolist()))
+    lo = np.float16(1 / (1 - p))
+    lo = lo if float(lo) <= 1 / (1 - p) else np.nextafter(lo, np.float16(0))
+    assert values == [float(lo), float(np.nextafter(lo, np.float16(np.inf)))]
+
+
+@pytest.mark.skip_backends(**NO_ADVANCING_RNG)
+def test_float16_with_an_exact_scale_draws_as_float32_does(backend):
+    _float16(backend)
+    # 1/0.5 is a float16: one draw per call, so successive calls match float32's sample for sample.
+    gens = make_generator(backend, 3), make_generator(backend, 3)
+    masks = [
+        [
+            backend.to_numpy(drop_path(random_batch(backend, (64, 1), d), 0.5, True, rng=g)) != 0
+            for _ in range(3)
+        ]
+        for d, g in zip(("float16", "float32"), gens, strict=True)
+    ]
+    for a, b in zip(*masks, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_without_scale_by_keep_adds_the_branch_unscaled(backend):
+    x = random_batch(backend, (40, 3), "float64", seed=6)
+    out = backend.to_numpy(drop_path_residual(x, _triple, 0.5, True, False, rng=4))
+    host = backend.to_numpy(x)
+    rows = ((out - host) / (3.0 * host))[:, 0]
+    kept = ~np.isclose(rows, 0.0)
+    assert 0 < kept.sum() < 40
+    np.testing.assert_allclose(rows[kept], 1.0, rtol=1e-12)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_on_a_batch_of_one_keeps_it_when_drawn(backend):
+    x = random_batch(backend, (1, 3), "float64")
+    out = drop_path_residual(x, _triple, 1e-9, True, rng=0)
+    np.testing.assert_allclose(backend.to_numpy(out), 4.0 * backend.to_numpy(x), rtol=1e-8)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_refuses_a_branch_that_returns_no_array(backend):
+    x = random_batch(backend, (8, 3))
+    with pytest.raises(ValueError, match=r"fn must return an array of its input's shape .*got float"):
+        drop_path_residual(x, lambda a: 1.0, 0.5, True, rng=0)
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_equals_drop_path_add_on_a_large_batch(backend):
+    # Many samples: puts each kept result back in place through a sort of the whole batch.
+    x = random_batch(backend, (3000, 2), "float64", seed=7)
+    for seed in range(3):
+        np.testing.assert_allclose(
+            backend.to_numpy(drop_path_residual(x, _triple, 0.5, True, rng=seed)),
+            backend.to_numpy(drop_path_add(x, _triple(x), 0.5, True, rng=seed)),
+            rtol=1e-12,
+        )
+
+
+def test_residual_names_the_type_of_a_branch_that_is_not_callable(backend):
+    with pytest.raises(TypeError, match="fn must be callable, got an object of type int"):
+        drop_path_residual(random_batch(backend, (4, 2)), 3, 0.5, True, rng=0)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from typing_extensions import assert_type
 
 
-def _checks() -> None:
+def check_public_types() -> None:
     x: npt.NDArray[np.float32] = np.ones((4, 3), dtype=np.float32)
 
     # The output has the input's type, whatever the array library.

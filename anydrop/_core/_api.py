@@ -50,12 +50,12 @@ def prepare(  # noqa: PLR0917
     ``tests/test_bad_inputs.py`` runs its catalogue through drop_path and
     drop_path_add alike, so that the two cannot check differently.
     """
-    xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)
+    xp, backend, dtypes = BY_TYPE.get(type(x)) or register(x)  # pyright: ignore[reportUnknownArgumentType]
     p = drop_prob if type(drop_prob) is float and 0.0 <= drop_prob <= 1.0 else check_drop_prob(drop_prob)
     if scale_at_test is not False:
         check_test_scaling(scale_by_keep, scale_at_test)
     info = dtypes.get(x.dtype) or dtype_info(xp, dtypes, x.dtype)
-    shape = x.shape
+    shape: tuple[int, ...] = x.shape
     if type(axis) is int and axis == 0 and shape:
         shape = (shape[0],) + ONES[len(shape) - 1]
     else:
@@ -204,11 +204,13 @@ def drop_path(
     if scale_at_test is not False:
         check_test_scaling(scale_by_keep, scale_at_test)
     info = dtypes.get(x.dtype) or dtype_info(xp, dtypes, x.dtype)  # type: ignore[attr-defined]
-    shape = x.shape  # type: ignore[attr-defined]
-    if type(axis) is int and axis == 0 and shape:
-        shape = (shape[0],) + ONES[len(shape) - 1]
+    # x is an Array TypeVar, unbound: to a type checker its shape is unknown.
+    shape: tuple[int, ...] = x.shape  # type: ignore[attr-defined]
+    ndim: int = len(shape)  # pyright: ignore[reportUnknownArgumentType]
+    if type(axis) is int and axis == 0 and ndim:
+        shape = (shape[0],) + ONES[ndim - 1]  # pyright: ignore[reportUnknownVariableType]
     else:
-        shape = mask_shape(shape, axis)
+        shape = mask_shape(shape, axis)  # pyright: ignore[reportUnknownArgumentType]
     try:
         identity = not training or p == 0.0
     except TypeError as exc:
@@ -222,10 +224,10 @@ def drop_path(
     source = backend.default_source if rng is None else backend.source(rng, x)
     rounding = rounding_16_bit(keep, info, x.dtype) if info.eps and scale_by_keep and keep > 0.0 else None  # type: ignore[attr-defined]
     if rounding is not None:
-        mask = unbiased_mask(source, keep, rounding, shape, info.mask, x, xp)
+        mask = unbiased_mask(source, keep, rounding, shape, info.mask, x, xp)  # pyright: ignore[reportUnknownArgumentType]
     else:
         drawn = keep if type(drop_prob) is float else backend.keep_for(drop_prob, keep, source)
-        mask = source.bernoulli(drawn, shape, info.mask, x, xp)
+        mask = source.bernoulli(drawn, shape, info.mask, x, xp)  # pyright: ignore[reportUnknownArgumentType]
         if scale_by_keep and keep > 0.0:
             mask /= drawn
     if keep == 0.0:

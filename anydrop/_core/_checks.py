@@ -40,7 +40,8 @@ ONES = tuple((1,) * n for n in range(65))
 
 def is_integer(value: object) -> bool:
     """Whether ``value`` is an integer (Python's or NumPy's), bools excluded: the one integer test."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    # bool is registered as an Integral at run time, which type checkers do not see.
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)  # pyright: ignore[reportUnnecessaryIsInstance]
 
 
 def type_name(obj: object) -> str:
@@ -121,10 +122,10 @@ def check_test_scaling(scale_by_keep: object, scale_at_test: object) -> bool:
 
 def check_axis(axis: object) -> tuple[int, ...]:
     """Return ``axis`` (an int or a tuple of ints) as a tuple of ints, or raise TypeError."""
-    items = axis if isinstance(axis, tuple) else (axis,)
+    items: tuple[object, ...] = cast("tuple[object, ...]", axis) if isinstance(axis, tuple) else (axis,)
     if not all(is_integer(a) for a in items):
         raise TypeError(f"axis must be an int or a tuple of ints, got {axis!r}")
-    return tuple(int(a) for a in items)
+    return tuple(int(cast("numbers.Integral", a)) for a in items)
 
 
 def check_sample_axis(axis: object) -> int:

@@ -8,16 +8,25 @@ the two ``from array_api_compat import`` lines below at that copy (for example
 editing.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from array_api_compat import (
     array_namespace,
-    device,
-    is_array_api_obj,
     is_cupy_array,
     is_dask_array,
     is_jax_array,
     is_numpy_array,
     is_torch_array,
 )
+from array_api_compat import device as _device  # pyright: ignore[reportUnknownVariableType]
+from array_api_compat import is_array_api_obj as _is_array_api_obj  # pyright: ignore[reportUnknownVariableType]
+
+# array-api-compat types these two with the union of every library's array
+# type, in which the types of libraries it cannot import are unknown to a type
+# checker. The core passes arrays as Any; so do they.
+device: Callable[[Any], Any] = _device  # pyright: ignore[reportUnknownVariableType]
+is_array_api_obj: Callable[[object], bool] = _is_array_api_obj  # pyright: ignore[reportUnknownVariableType]
 
 
 def torch_namespace() -> object:

@@ -9,6 +9,8 @@ it into masks are exact integer ones, so no library's float rounding enters.
 builds them lazily from the stream's positions.
 """
 
+# take_stretch is this module's accessor of PortableRNG's private state.
+# pyright: reportPrivateUsage=false
 from __future__ import annotations
 
 import math

@@ -109,12 +109,12 @@ def drop_path_residual(
         return x + fn(x)  # type: ignore[operator, no-any-return]
     ndim = len(shape)
     ax %= ndim
-    n = x.shape[ax]  # type: ignore[attr-defined]
-    drops_all = keep == 0.0 or n == 0
+    n: int = x.shape[ax]  # type: ignore[attr-defined]
+    drops_all: bool = keep == 0.0 or n == 0  # pyright: ignore[reportUnknownVariableType]
     if backend.residual_refusal is not None and not drops_all:
         raise TypeError(backend.residual_refusal)
     if fixed_size and not drops_all:
-        idx, position, scales = _fixed_subset(source, keep, n, info, scale_by_keep, x, xp)
+        idx, position, scales = _fixed_subset(source, keep, n, info, scale_by_keep, x, xp)  # pyright: ignore[reportUnknownArgumentType]
     else:
         # drop_path's own mask (the source above drew nothing, so this is the first draw).
         mask = prepare(x, drop_prob, training, scale_by_keep, ax, rng)[5]
@@ -157,6 +157,15 @@ def _fixed_subset(  # noqa: PLR0917
     the scales are a float or one value per kept sample.
     """
     k = _kept_count(n, keep)
+    scale = n / k if scale_by_keep else 1.0
+    if scale > info.max:
+        # Before the draw, so that the refusal leaves the source as it was. n / k can
+        # exceed 1 / keep (k is rounded, and at least 1), so rounding_16_bit's check is not enough.
+        raise ValueError(
+            f"drop_prob={1.0 - keep:.6g} keeps k={k} of n={n} samples with fixed_size=True, and the scale "
+            f"n/k = {scale:.6g} overflows {x.dtype} (max {info.max:g}); pass scale_by_keep=False "
+            "or use a wider dtype"
+        )
     # From sorting uniforms: argsort is in the standard and has static shapes,
     # unlike a Bernoulli mask.
     order = xp.argsort(source.uniform((n,), x, xp))
@@ -164,7 +173,6 @@ def _fixed_subset(  # noqa: PLR0917
     # Sample order[j] is the j-th kept one; argsort(order) inverts the permutation.
     rank = xp.argsort(order)
     position = xp.where(rank < k, rank + 1, xp.zeros_like(rank))
-    scale = n / k if scale_by_keep else 1.0
     return idx, position, fixed_scales(source, scale, k, info, x, xp)
 
 

@@ -87,13 +87,13 @@ def register(x: Any) -> tuple[Any, Backend, dict[Any, DtypeInfo]]:
         backend = NUMPY
     else:
         backend = GENERIC
-    entry = BY_TYPE[type(x)] = (xp, backend, {})
+    entry = BY_TYPE[type(x)] = (xp, backend, {})  # pyright: ignore[reportUnknownArgumentType]
     return entry
 
 
 def lookup(x: Any) -> tuple[Any, Backend, dict[Any, DtypeInfo]]:
     """The namespace, backend and dtype cache of ``x``'s type (cached per type)."""
-    entry = BY_TYPE.get(type(x))
+    entry = BY_TYPE.get(type(x))  # pyright: ignore[reportUnknownArgumentType]
     return entry if entry is not None else register(x)
 
 

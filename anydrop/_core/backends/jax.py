@@ -12,6 +12,7 @@ through it; a PortableRNG (drawn on the host) works on concrete arrays only.
 from __future__ import annotations
 
 import sys
+import threading
 from typing import Any
 
 from .._portable import PortableRNG
@@ -27,6 +28,12 @@ _NO_KEY = (
 )
 
 
+# Reserves a KeyStream's next counter. One lock for all streams: drop_path
+# makes a stream per call, and a lock each would cost more than the draw's
+# bookkeeping; it is held for two lines, never across a JAX call.
+_COUNTER_LOCK = threading.Lock()
+
+
 class KeyStream(MaskSource):
     """A JAX key that gives each draw its own sub-key: ``fold_in(key, i)`` for draw i.
 
@@ -37,6 +44,8 @@ class KeyStream(MaskSource):
     with small counters, so a key drawn from directly would be correlated with
     keys folded from it. The counter is Python state at trace time, so this
     works under ``jax.jit``. ``key=None`` (``rng=None``) refuses to draw.
+    Threads sharing a stream (a layer's, from an int seed) each get their own
+    counter values.
     """
 
     __slots__ = ("draws", "key")
@@ -51,9 +60,10 @@ class KeyStream(MaskSource):
             raise TypeError(_NO_KEY)
         import jax
 
-        sub = jax.random.fold_in(self.key, self.draws)
-        self.draws += 1
-        return sub
+        with _COUNTER_LOCK:
+            draw = self.draws
+            self.draws = draw + 1
+        return jax.random.fold_in(self.key, draw)
 
     def bernoulli(self, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:
         import jax
@@ -80,15 +90,18 @@ class JaxBackend(Backend):
     generator_names = "JAX PRNG key (jax.random.key(seed), or a legacy jax.random.PRNGKey(seed))"
 
     def is_generator(self, rng: object) -> bool:
-        jax = sys.modules.get("jax")
-        if jax is None or not isinstance(rng, jax.Array):
+        if "jax" not in sys.modules:
+            return False  # not imported, so rng cannot be one of its arrays
+        import jax
+
+        if not isinstance(rng, jax.Array):
             return False
-        return bool(jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key)) or rng.dtype == "uint32"
+        return bool(jax.numpy.issubdtype(rng.dtype, jax.dtypes.prng_key)) or rng.dtype == "uint32"
 
     def check_generator(self, rng: Any, x: Any) -> None:
         import jax
 
-        if jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+        if jax.numpy.issubdtype(rng.dtype, jax.dtypes.prng_key):
             if rng.shape != ():
                 raise ValueError(
                     f"rng must be a single JAX key, got an array of keys of shape {rng.shape}: pass one key "
@@ -109,8 +122,9 @@ class JaxBackend(Backend):
                 return jax.random.key(seed)
             # jax.random.key keeps only 32 bits of a larger seed unless 64-bit mode is on; build
             # the key it makes in that mode, [seed >> 32, seed & 0xFFFFFFFF], in either mode.
-            data = jax.numpy.asarray([seed >> 32, seed & 0xFFFFFFFF], dtype="uint32")
-            return jax.random.wrap_key_data(data, impl="threefry2x32")
+            # jax.numpy.array's device parameter names a type jax does not export: unknown to pyright.
+            data = jax.numpy.array([seed >> 32, seed & 0xFFFFFFFF], dtype="uint32")  # pyright: ignore[reportUnknownMemberType]
+            return jax.random.wrap_key_data(data, impl="threefry2x32")  # pyright: ignore[reportUnknownVariableType]
 
     def generator_source(self, gen: Any) -> MaskSource:
         return KeyStream(gen)

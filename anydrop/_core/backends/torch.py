@@ -12,12 +12,24 @@ from .._portable import PortableRNG, mix64
 from .._sources import MaskSource, PortableSource
 from ._base import Backend
 
-__all__ = ["TorchBackend", "TorchGenerator", "devices_match", "eager_portable_source"]
+__all__ = ["TorchBackend", "TorchGenerator", "devices_match", "eager_portable_source", "in_backward"]
 
 
 def devices_match(a: Any, b: Any) -> bool:
     """Whether torch devices ``a`` and ``b`` are the same, an unspecified index matching any."""
     return a.type == b.type and (a.index is None or b.index is None or a.index == b.index)
+
+
+def in_backward() -> bool:
+    """Whether torch's autograd engine is running a backward pass in this thread (eagerly, not compiling).
+
+    Activation checkpointing recomputes a forward there, after restoring only
+    torch's global generators.
+    """
+    import torch
+
+    graph_task: int = torch._C._current_graph_task_id()  # pyright: ignore[reportPrivateUsage]
+    return graph_task != -1 and not torch.compiler.is_compiling()
 
 
 class TorchGenerator(MaskSource):
@@ -62,7 +74,7 @@ def eager_portable_source() -> type[PortableSource]:
                 "anydrop.PortableRNG draws its masks on the host, between graphs: compile with "
                 "fullgraph=False, or use rng=None (torch's generators) for one graph"
             )
-            disable: Any = torch.compiler.disable
+            disable: Any = torch.compiler.disable  # pyright: ignore[reportUnknownVariableType, reportUnknownMemberType]
             try:
                 return disable(fn, reason=reason)
             except TypeError:  # older torch takes no reason
@@ -101,20 +113,15 @@ class TorchBackend(Backend):
             )
 
     def source(self, rng: object, x: Any) -> MaskSource:
-        if isinstance(rng, PortableRNG) or self.is_generator(rng):
-            import torch
-
-            if not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1:
-                # Activation checkpointing recomputes a forward inside the
-                # backward pass, restoring only torch's global generators.
-                raise RuntimeError(
-                    f"drop path was called with rng={type(rng).__name__} inside a backward pass, as "
-                    "torch.utils.checkpoint does when it recomputes a forward: the generator has "
-                    "advanced since the forward, so the recomputed mask, and the gradient, would "
-                    "belong to another draw. Use anydrop.torch.DropPath (it replays its draw under "
-                    "checkpointing), an int seed (the same mask on every call), or rng=None "
-                    "(torch's global generator, which checkpointing restores)"
-                )
+        if (isinstance(rng, PortableRNG) or self.is_generator(rng)) and in_backward():
+            raise RuntimeError(
+                f"drop path was called with rng={type(rng).__name__} inside a backward pass, as "
+                "torch.utils.checkpoint does when it recomputes a forward: the generator has "
+                "advanced since the forward, so the recomputed mask, and the gradient, would "
+                "belong to another draw. Use anydrop.torch.DropPath (it replays its draw under "
+                "checkpointing), an int seed (the same mask on every call), or rng=None "
+                "(torch's global generator, which checkpointing restores)"
+            )
         return super().source(rng, x)
 
     def keep_for(self, drop_prob: object, keep: float, source: MaskSource) -> Any:
@@ -122,7 +129,8 @@ class TorchBackend(Backend):
         if isinstance(drop_prob, torch.Tensor) and type(source) is TorchGenerator:
             # timm passes 1 - drop_prob to bernoulli_ and div_ as a tensor, and
             # bernoulli_ draws differently for a tensor probability than for a float.
-            return 1 - drop_prob
+            tensor: Any = drop_prob
+            return 1 - tensor
         return keep
 
     def namespace_for(self, x: object) -> Any:
