@@ -157,12 +157,13 @@ class DropPathConfig:
             True,
             self.scale_by_keep,
             axis=self.axis,
-            rng=self._rng_for(x),
+            # No call for the common rng=None: this is every block's forward.
+            rng=None if self.rng is None else self._rng_for(x),
             scale_at_test=self.scale_at_test,
         )
 
     def _drop_add(self, x: Array, branch: Array) -> Array:
-        rng = self._rng_for(branch) if self.training else None
+        rng = self._rng_for(branch) if self.training and self.rng is not None else None
         return drop_path_add(
             x,
             branch,
@@ -205,7 +206,7 @@ class ResidualConfig(DropPathConfig):
 
     def _residual(self, x: Array) -> Array:
         # Eval mode still validates x and the arguments: errors do not depend on the mode.
-        rng = self._rng_for(x) if self.training else None
+        rng = self._rng_for(x) if self.training and self.rng is not None else None
         return drop_path_residual(
             x,
             self.branch,
