@@ -15,16 +15,16 @@ from ._core._checks import MAX_SEED, check_count, check_seed, is_integer
 from ._core._portable import PortableRNG, stream_value
 from ._core._sources import MaskSource
 from ._core.backends import backend_for, check_layer_rng, lookup
-from ._core.backends.torch import TorchGenerator, devices_match, eager_portable_source, in_backward
+from ._core.backends.torch import TorchGenerator, devices_match, in_backward, prepare_for_compile
 from ._layers import DropPathConfig, ResidualConfig
 
 __all__ = ["DropPath", "DropPathResidual", "convert", "shared_seed", "synchronized_rng"]
 
 # What a compiled function must not have to make, made now: torch.Tensor's
-# entry in the backend registry, and the class whose PortableRNG draws run
-# outside the graph (dynamo cannot trace a class definition).
+# entry in the backend registry, and, where torch.compile is loaded, the class
+# whose PortableRNG draws run outside the graph.
 lookup(torch.empty(0))
-eager_portable_source()
+prepare_for_compile()
 
 
 #: The saved-tensor hooks installed, if any: a non-reentrant ``torch.utils.checkpoint``

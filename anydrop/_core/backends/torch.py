@@ -12,7 +12,7 @@ from .._portable import PortableRNG, mix64
 from .._sources import MaskSource, PortableSource
 from ._base import Backend
 
-__all__ = ["TorchBackend", "TorchGenerator", "devices_match", "eager_portable_source", "in_backward"]
+__all__ = ["TorchBackend", "TorchGenerator", "devices_match", "in_backward", "prepare_for_compile"]
 
 
 def devices_match(a: Any, b: Any) -> bool:
@@ -28,8 +28,10 @@ def in_backward() -> bool:
     """
     import torch
 
+    if torch.compiler.is_compiling():
+        return False
     graph_task: int = torch._C._current_graph_task_id()  # pyright: ignore[reportPrivateUsage]
-    return graph_task != -1 and not torch.compiler.is_compiling()
+    return graph_task != -1
 
 
 class TorchGenerator(MaskSource):
@@ -90,10 +92,15 @@ def eager_portable_source() -> type[PortableSource]:
     return _EAGER_PORTABLE[0]
 
 
-if "torch" in sys.modules:
-    # Made now, eagerly where it can be: dynamo cannot trace a class definition,
-    # so a first PortableRNG draw inside torch.compile must find the class made.
-    eager_portable_source()
+def prepare_for_compile() -> None:
+    """Make, eagerly, what a compiled PortableRNG draw needs, once torch.compile's dynamo is loaded.
+
+    Dynamo cannot trace a class definition: made inside a trace, the class
+    costs a graph break (an error under ``fullgraph=True``). Not before dynamo
+    is loaded, since ``torch.compiler.disable`` imports it, which takes seconds.
+    """
+    if not _EAGER_PORTABLE and "torch._dynamo" in sys.modules:
+        eager_portable_source()
 
 
 class TorchBackend(Backend):
@@ -171,8 +178,10 @@ class TorchBackend(Backend):
     def portable_source(self, rng: PortableRNG, x: Any) -> MaskSource:
         import torch
 
-        # Only when compiling: torch.compiler.disable imports dynamo, and with it NumPy.
-        return eager_portable_source()(rng) if torch.compiler.is_compiling() else PortableSource(rng)
+        if torch.compiler.is_compiling():
+            return eager_portable_source()(rng)
+        prepare_for_compile()
+        return PortableSource(rng)
 
     def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
         import torch
