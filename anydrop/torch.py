@@ -360,7 +360,8 @@ def shared_seed(group: Any = None) -> int:
     Raises
     ------
     RuntimeError
-        ``torch.distributed`` is not initialised.
+        ``torch.distributed`` is not initialised, or the call is inside a
+        ``torch.compile``'d function (where a collective would hang the job).
 
     Examples
     --------
@@ -370,6 +371,13 @@ def shared_seed(group: Any = None) -> int:
     """
     import torch.distributed as dist
 
+    if torch.compiler.is_compiling():
+        # A collective traced into a graph runs on some ranks and not others: the job hangs.
+        raise RuntimeError(
+            "shared_seed was called inside a torch.compile'd region; it is a collective call "
+            "that every rank must make eagerly: call it once before training, outside the "
+            "compiled function, and pass the seed in"
+        )
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(
             "shared_seed needs an initialised torch.distributed process group "

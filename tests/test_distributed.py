@@ -2,61 +2,21 @@
 
 from __future__ import annotations
 
-import json
-import os
-import pathlib
-import socket
-import subprocess
-import sys
-
 import pytest
 
 from anydrop import PortableRNG, drop_path
+from tests.torch_helpers import run_ranks
 
 # One xdist worker for the module: the two ranks start once, for all the tests that read them.
 pytestmark = [pytest.mark.backends("torch"), pytest.mark.xdist_group("torch_distributed")]
 
 torch = pytest.importorskip("torch")
 
-ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 @pytest.fixture(scope="module")
 def two_ranks():
     """The masks that ``tests/distributed_worker.py`` gathered from two gloo ranks on loopback."""
-    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
-        pytest.skip("this torch build has no torch.distributed gloo backend")
-    port = _free_port()
-    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
-    env.pop("PYTHONWARNINGS", None)
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "tests.distributed_worker", str(rank), "2", str(port)],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for rank in range(2)
-    ]
-    outputs = []
-    for proc in procs:
-        try:
-            outputs.append(proc.communicate(timeout=240))
-        except subprocess.TimeoutExpired:
-            for p in procs:
-                p.kill()
-            raise
-    for rank, (proc, (_, err)) in enumerate(zip(procs, outputs, strict=True)):
-        assert proc.returncode == 0, f"rank {rank} failed:\n{err}"
-    return json.loads(outputs[0][0])
+    return run_ranks("tests.distributed_worker", 2)
 
 
 def test_ranks_agree_on_the_shared_seed(two_ranks):
@@ -139,3 +99,11 @@ class TestSynchronizedRng:
 
         with pytest.raises(RuntimeError, match="init_process_group"):
             shared_seed()
+
+    def test_shared_seed_refuses_inside_a_compiled_function(self):
+        from anydrop.torch import shared_seed
+
+        compiled = torch.compile(lambda x: x + shared_seed(), fullgraph=True, backend="eager")
+        # Before the process-group check: the refusal does not depend on the group.
+        with pytest.raises(Exception, match=r"inside a torch.compile'd region.*outside the compiled"):
+            compiled(torch.ones(1))

@@ -36,3 +36,48 @@ def assert_same(a: list[Any], b: list[Any]) -> None:
         assert (u is None) == (v is None), f"item {i}: one is None"
         if u is not None:
             assert torch.equal(u, v), f"tensor {i} differs"
+
+
+def run_ranks(module: str, world_size: int, timeout: float = 240) -> Any:
+    """Run ``python -m MODULE RANK WORLD_SIZE PORT`` once per rank (gloo on loopback); rank 0's JSON output.
+
+    Skips where this torch build has no gloo backend; fails with a rank's
+    stderr if any rank fails, and kills every rank if one outlives ``timeout``.
+    """
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    import torch
+
+    if not torch.distributed.is_available() or not torch.distributed.is_gloo_available():
+        pytest.skip("this torch build has no torch.distributed gloo backend")
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": "lo"}
+    env.pop("PYTHONWARNINGS", None)
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", module, str(rank), str(world_size), str(port)],
+            cwd=pathlib.Path(__file__).resolve().parents[1],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(world_size)
+    ]
+    outputs = []
+    for proc in procs:
+        try:
+            outputs.append(proc.communicate(timeout=timeout))
+        except subprocess.TimeoutExpired:
+            for p in procs:
+                p.kill()
+            raise
+    for rank, (proc, (_, err)) in enumerate(zip(procs, outputs, strict=True)):
+        assert proc.returncode == 0, f"rank {rank} failed:\n{err}"
+    return json.loads(outputs[0][0])

@@ -113,6 +113,8 @@ def drop_path_residual(
     drops_all: bool = keep == 0.0 or n == 0  # pyright: ignore[reportUnknownVariableType]
     if backend.residual_refusal is not None and not drops_all:
         raise TypeError(backend.residual_refusal)
+    if backend.variable_size_refusal is not None and not (fixed_size or drops_all):
+        raise TypeError(backend.variable_size_refusal)
     if fixed_size and not drops_all:
         idx, position, scales = _fixed_subset(source, keep, n, info, scale_by_keep, x, xp)  # pyright: ignore[reportUnknownArgumentType]
     else:

@@ -23,6 +23,7 @@ from .._portable import PortableRNG
 from ._base import Backend
 from .cupy import CuPyBackend
 from .dask import DaskBackend
+from .dtensor import DTensorBackend, is_dtensor
 from .generic import HostBackend
 from .jax import JaxBackend
 from .numpy import NumPyBackend
@@ -32,6 +33,7 @@ __all__ = ["BY_TYPE", "Backend", "Deferred", "backend_for", "check_layer_rng", "
 
 NUMPY = NumPyBackend()
 TORCH = TorchBackend()
+DTENSOR = DTensorBackend()
 CUPY = CuPyBackend()
 JAX = JaxBackend()
 DASK = DaskBackend()
@@ -65,7 +67,7 @@ def register(x: Any) -> tuple[Any, Backend, dict[Any, DtypeInfo]]:
     entry: tuple[Any, Backend, dict[Any, DtypeInfo]]
     xp = TORCH.namespace_for(x)
     if xp is not None:
-        entry = BY_TYPE[type(x)] = (xp, TORCH, {})
+        entry = BY_TYPE[type(x)] = (xp, DTENSOR if is_dtensor(x) else TORCH, {})
         return entry
     # Before array_namespace, which would record its own probing in the trace.
     if TORCH.defers(x):

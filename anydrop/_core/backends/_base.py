@@ -32,6 +32,8 @@ class Backend:
     generator_names = "generator"
     #: Why ``drop_path_residual`` cannot gather this library's kept samples, or None if it can.
     residual_refusal: str | None = None
+    #: Why ``drop_path_residual`` with ``fixed_size=False`` cannot run here, or None if it can.
+    variable_size_refusal: str | None = None
 
     def __init__(self) -> None:
         #: The source ``rng=None`` draws from.
