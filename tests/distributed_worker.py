@@ -51,7 +51,8 @@ def main(rank: int, world_size: int, port: int) -> None:
         default = [DropPath(0.5) for _ in range(LAYERS)]
         portable_rng = PortableRNG(seed)
         portable = [DropPath(0.5, rng=portable_rng) for _ in range(LAYERS)]
-        synced, blocks, unsynced, host = [], [], [], []
+        seeded = [DropPath(0.5, rng=7 + i) for i in range(LAYERS)]
+        synced, blocks, unsynced, host, fixed = [], [], [], [], []
         for step in range(STEPS):
             synchronized_rng(seed, step, generator=rng)
             x = torch.ones(BATCH, 3)
@@ -60,6 +61,7 @@ def main(rank: int, world_size: int, port: int) -> None:
             blocks.append([(layer(uneven) != 0).any().reshape(1) for layer in whole_batch])
             unsynced.append([layer(x)[:, 0] != 0 for layer in default])
             host.append([layer(x)[:, 0] != 0 for layer in portable])
+            fixed.append([layer(x)[:, 0] != 0 for layer in seeded])
         seeds: list = [None] * world_size
         dist.all_gather_object(seeds, seed)
         result = {
@@ -68,6 +70,7 @@ def main(rank: int, world_size: int, port: int) -> None:
             "blocks": _gather(blocks),
             "default": _gather(unsynced),
             "portable": _gather(host),
+            "seeded": _gather(fixed),
         }
         if rank == 0:
             print(json.dumps(result))

@@ -19,6 +19,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate, Shard, distribute_tensor
+from torch.distributed.tensor.debug import CommDebugMode
 
 from anydrop import PortableRNG, drop_path, drop_path_add, drop_path_residual
 from anydrop.torch import DropPath, DropPathResidual, shared_seed, synchronized_rng
@@ -91,12 +92,15 @@ def _dtensor_cases(rank: int) -> dict[str, Any]:
                 torch.manual_seed(1000 + rank)
                 case: dict[str, Any] = {}
                 try:
-                    draws = [entry(dx, make_rng()) for _ in range(3)]
+                    with CommDebugMode() as comms:
+                        first = entry(dx, make_rng())
+                    draws = [first, *(entry(dx, make_rng()) for _ in range(2))]
                 except (TypeError, ValueError) as exc:
                     case["error"] = f"{type(exc).__name__}: {exc}"
                 else:
                     out = draws[0]
                     case["is_dtensor"] = isinstance(out, DTensor)
+                    case["collectives"] = {str(k): v for k, v in comms.get_comm_counts().items()}
                     case["placements"] = repr(tuple(out.placements))
                     full = [d.full_tensor() for d in draws]
                     case["full"] = [f.float().tolist() for f in full]

@@ -51,6 +51,12 @@ def test_portable_rng_with_the_shared_seed_agrees_across_ranks(two_ranks):
     assert rank0 != two_ranks["synced"][0]
 
 
+def test_layers_with_an_int_seed_draw_the_same_masks_on_every_rank(two_ranks):
+    rank0, rank1 = two_ranks["seeded"]
+    assert rank0 == rank1
+    assert len({tuple(mask) for step in rank0 for mask in step}) == 5 * 4  # a stream, not one mask
+
+
 class TestSynchronizedRng:
     def test_same_seed_and_step_same_masks_and_steps_differ(self):
         from anydrop.torch import synchronized_rng

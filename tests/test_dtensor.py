@@ -146,3 +146,34 @@ def test_tensor_parallel_recipe_agrees_in_a_group_and_differs_across_groups(rank
 
 def test_shared_seed_inside_torch_compile_refuses_on_every_rank_without_hanging(ranks):
     assert ranks["compiled_shared_seed"] == [True] * 4
+
+
+INPUT_PLACEMENTS = {
+    "shard0": "(Shard(dim=0),)",
+    "replicate": "(Replicate(),)",
+    "shard1": "(Shard(dim=1),)",
+    "shard2": "(Shard(dim=2),)",
+    "dp_tp": "(Shard(dim=0), Shard(dim=2))",
+    "dp_replicate": "(Shard(dim=0), Replicate())",
+}
+
+
+@pytest.mark.parametrize("rng", ["none", *SEEDED])
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_drop_path_and_drop_path_add_communicate_nothing_and_keep_the_placements(ranks, placement, rng):
+    for entry in ("drop_path", "drop_path_axis1", "drop_path_bf16", "drop_path_add", "layer"):
+        case = ranks["cases"][f"{placement}/{rng}/{entry}"]
+        if "error" not in case:  # rng=None refuses some placements, before anything is drawn
+            assert case["collectives"] == {}, entry
+            assert case["placements"] == INPUT_PLACEMENTS[placement], entry
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_the_fixed_size_residual_gathers_the_kept_samples_where_they_are_sharded(ranks, placement):
+    # What docs/distributed.md says: DTensor's own rules for the gather of the kept samples move
+    # them between ranks where the samples are sharded; nowhere else.
+    collectives = _case(ranks, placement, "int", "residual_fixed")["collectives"]
+    if placement in {"shard0", "dp_tp", "dp_replicate"}:
+        assert collectives == {"c10d_functional.all_gather_into_tensor": 2}
+    else:
+        assert collectives == {}

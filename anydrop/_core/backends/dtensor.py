@@ -34,20 +34,32 @@ __all__ = ["DTensorBackend", "GlobalView", "is_dtensor"]
 
 _AGREE = (
     "rng=None draws from each rank's own global generator (torch.manual_seed), and ranks are "
-    "usually seeded apart, but x is a DTensor whose placements {placements} give several ranks parts of "
-    "the same samples, whose masks must agree: pass an int seed, anydrop.PortableRNG(seed), or a "
-    "torch.Generator in the same state on every rank (anydrop.torch.synchronized_rng(seed, step)). "
-    "DTensors sharded only along the sample axis (Shard(0)) can use rng=None"
+    "usually seeded apart, but x is a DTensor with placements {placements}, under which the ranks "
+    "along a mesh dimension hold parts of the same samples, and their masks must agree: pass an int "
+    "seed, anydrop.PortableRNG(seed), or a torch.Generator in the same state on every rank "
+    "(anydrop.torch.synchronized_rng(seed, step)). DTensors sharded only along the sample axis "
+    "(Shard(0)) can use rng=None"
 )
 
 
 def is_dtensor(x: object) -> bool:
-    """Whether ``x`` is a ``torch.distributed.tensor.DTensor`` (without importing torch.distributed)."""
+    """Whether ``x`` is a DTensor (without importing torch.distributed).
+
+    Raises TypeError for one of torch before 2.4, whose DTensor (in
+    ``torch.distributed._tensor``) lacks what the masks' layout needs.
+    """
     import sys
 
-    module = sys.modules.get("torch.distributed.tensor")
-    dtensor = getattr(module, "DTensor", None)
-    return dtensor is not None and isinstance(x, dtensor)
+    for name in ("torch.distributed.tensor", "torch.distributed._tensor"):
+        dtensor = getattr(sys.modules.get(name), "DTensor", None)
+        if dtensor is not None and isinstance(x, dtensor):
+            if name.endswith("._tensor") and "torch.distributed.tensor" not in sys.modules:
+                raise TypeError(
+                    "x is a DTensor of a torch before 2.4 (torch.distributed._tensor); anydrop lays out "
+                    "DTensor masks with the API of torch.distributed.tensor: upgrade to torch>=2.4"
+                )
+            return True
+    return False
 
 
 def _mask_placements(shape: tuple[int, ...], x: Any) -> tuple[list[Any], bool]:
