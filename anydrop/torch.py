@@ -71,6 +71,8 @@ class _TorchLayer:
         rng: Any = cast(Any, super())._rng_for(x)
         if rng is None or not isinstance(x, torch.Tensor) or torch.compiler.is_compiling():
             return rng
+        if x.device.type == "meta":
+            return rng  # no data and no generator: nothing to record or replay
         if in_backward():
             return self._replay(rng, x)
         if torch.is_grad_enabled() and _saved_tensor_hooks is not None and _saved_tensor_hooks(False) is None:

@@ -113,3 +113,20 @@ class TestSynchronizedRng:
         # Before the process-group check: the refusal does not depend on the group.
         with pytest.raises(Exception, match=r"inside a torch.compile'd region.*outside the compiled"):
             compiled(torch.ones(1))
+
+    def test_reseeding_per_step_drives_a_compiled_layer_as_it_drives_the_eager_one(self):
+        # The tensor-parallel recipe of docs/distributed.md under torch.compile: the
+        # generator's draw leaves the graph, and follows each step's reseeding.
+        from anydrop.torch import DropPath, synchronized_rng
+
+        eager_rng, compiled_rng = torch.Generator(), torch.Generator()
+        eager = DropPath(0.5, rng=eager_rng)
+        compiled = torch.compile(DropPath(0.5, rng=compiled_rng), backend="eager")
+        x = torch.randn(32, 3)
+        outputs = []
+        for step in range(3):
+            for gen in (eager_rng, compiled_rng):
+                synchronized_rng(11, step * 2 + 1, generator=gen)
+            outputs.append(compiled(x))
+            assert torch.equal(outputs[-1], eager(x))
+        assert not torch.equal(outputs[0], outputs[1])

@@ -115,6 +115,19 @@ def test_meta_tensors_work_for_shape_inference(rng):
     assert out.shape == (8, 3)
 
 
+@pytest.mark.parametrize("rng", [None, 0])
+def test_meta_tensors_through_a_layer_with_grad_disabled(rng):
+    from anydrop.torch import DropPath
+
+    # Without grad a layer records its draw for activation checkpointing: a meta
+    # tensor has no generator whose state could be recorded.
+    layer = DropPath(0.5, rng=rng)
+    x = torch.empty(8, 3, device="meta")
+    with torch.no_grad():
+        assert layer(x).shape == (8, 3)
+    assert layer(x).device.type == "meta"
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device for a second device type")
 def test_generator_on_another_device_is_a_value_error():
     x = torch.ones(4, 2, device="cuda")
