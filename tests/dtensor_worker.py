@@ -116,7 +116,28 @@ def _dtensor_cases(rank: int) -> dict[str, Any]:
                         case["reference"] = entry(x, make_rng()).float().tolist()
                 results[f"{pname}/{rname}/{ename}"] = case
     results["x"] = x.tolist()
+    results["gradients"] = _gradients()
     return results
+
+
+def _gradients() -> dict[str, bool]:
+    """Per placement: is the gradient of a sharded drop_path_add the unsharded one (int seed)?"""
+    x = torch.randn(SHAPE, generator=torch.Generator().manual_seed(0))
+    weight = torch.randn(SHAPE, generator=torch.Generator().manual_seed(1))
+    ref_x, ref_b = x.clone().requires_grad_(), (2 * x).requires_grad_()
+    (drop_path_add(ref_x, ref_b, P, True, rng=5) * weight).sum().backward()
+    agree = {}
+    for pname, (mesh_shape, placements) in PLACEMENTS.items():
+        mesh = init_device_mesh("cpu", mesh_shape)
+        dx = distribute_tensor(x, mesh, placements).requires_grad_()
+        db = distribute_tensor(2 * x, mesh, placements).requires_grad_()
+        (drop_path_add(dx, db, P, True, rng=5) * distribute_tensor(weight, mesh, placements)).sum().backward()
+        assert dx.grad is not None
+        assert db.grad is not None
+        agree[pname] = torch.equal(dx.grad.full_tensor(), ref_x.grad) and torch.allclose(
+            db.grad.full_tensor(), ref_b.grad
+        )
+    return agree
 
 
 class _Block(torch.nn.Module):

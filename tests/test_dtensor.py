@@ -177,3 +177,55 @@ def test_the_fixed_size_residual_gathers_the_kept_samples_where_they_are_sharded
         assert collectives == {"c10d_functional.all_gather_into_tensor": 2}
     else:
         assert collectives == {}
+
+
+@pytest.mark.parametrize("placement", PLACEMENTS)
+def test_gradients_are_the_unsharded_ones(ranks, placement):
+    assert ranks["cases"]["gradients"][placement]
+
+
+# --- In this process: a one-rank group, for torch.compile ---
+
+
+@pytest.fixture(scope="module")
+def one_rank_mesh():
+    from torch.distributed.device_mesh import init_device_mesh
+
+    dist = torch.distributed
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("this torch build has no torch.distributed gloo backend")
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        yield init_device_mesh("cpu", (1,))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_compiles_to_one_graph_with_rng_none_on_a_sample_shard(one_rank_mesh):
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    from anydrop import drop_path
+
+    x = distribute_tensor(torch.randn(16, 3), one_rank_mesh, [Shard(0)])
+    compiled = torch.compile(lambda a: drop_path(a, 0.5, True), fullgraph=True, backend="aot_eager")
+    torch.manual_seed(3)
+    out = compiled(x)
+    torch.manual_seed(3)
+    assert out.placements == x.placements
+    assert torch.equal(out.full_tensor(), drop_path(x, 0.5, True).full_tensor())
+
+
+@pytest.mark.parametrize("rng", ["int", "portable"])
+def test_compiled_seeded_draws_are_the_eager_ones(one_rank_mesh, rng):
+    from torch.distributed.tensor import Replicate, distribute_tensor
+
+    from anydrop import PortableRNG, drop_path
+
+    def make():
+        return 5 if rng == "int" else PortableRNG(5)
+
+    x = distribute_tensor(torch.randn(16, 3), one_rank_mesh, [Replicate()])
+    compiled = torch.compile(lambda a, r: drop_path(a, 0.5, True, rng=r), backend="aot_eager")
+    out = compiled(x, make())
+    assert out.placements == x.placements
+    assert torch.equal(out.full_tensor(), drop_path(x, 0.5, True, rng=make()).full_tensor())
