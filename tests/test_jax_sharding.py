@@ -262,6 +262,62 @@ def test_residual_refuses_shards_it_cannot_honour(jax, jnp, explicit):
         drop_path_residual(jnp.ones((16, 2)), jnp.sin, 0.5, True, rng=key, fixed_size=True, shards=0)
 
 
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+def test_residual_of_a_tensor_parallel_mlp_adds_no_collective(jax, jnp, explicit):
+    # Megatron's MLP: the hidden layer split over "model", whose sum over it the plain block
+    # all-reduces too. The residual adds nothing to that, forward and backward (the weights' gradients).
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    mesh = _mesh(jax, "data_model", explicit)
+
+    def mlp(a, w1, w2):
+        h = jnp.tanh(jnp.einsum("bsd,dh->bsh", a, w1))
+        # Explicit sharding asks where a sum over a sharded axis goes: where a is.
+        where = {"out_sharding": jax.typeof(a).sharding} if explicit else {}
+        return jnp.einsum("bsh,hd->bsd", h, w2, **where)
+
+    shards = None if explicit else 4
+    key = jax.random.key(0)
+    with jax.set_mesh(mesh):
+        x = jax.device_put(jnp.asarray(_batch()), NamedSharding(mesh, P("data")))
+        w1 = jax.device_put(jnp.full((8, 32), 0.1), NamedSharding(mesh, P(None, "model")))
+        w2 = jax.device_put(jnp.full((32, 8), 0.1), NamedSharding(mesh, P("model", None)))
+
+        def residual(w1, w2, x, key):
+            fn = lambda a: mlp(a, w1, w2)  # noqa: E731
+            return drop_path_residual(x, fn, 0.5, True, rng=key, fixed_size=True, shards=shards).sum()
+
+        def plain(w1, w2, x):
+            return (x + mlp(x, w1, w2)).sum()
+
+        for f, g in ((residual, plain), (jax.grad(residual), jax.grad(plain))):
+            _no_new_collectives(_collectives(jax.jit(f), w1, w2, x, key), _collectives(jax.jit(g), w1, w2, x))
+        grad = jax.jit(jax.grad(residual))(w1, w2, x, key)
+    _same_placement(grad, w1)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+def test_residual_in_bfloat16_runs_per_shard(jax, jnp, explicit):
+    # 16-bit floats draw one scale per kept sample (the rounding of size / k): placed per shard too.
+    mesh = _mesh(jax, "data", explicit)
+    key = jax.random.key(6)
+    host = _batch().astype(jnp.bfloat16)
+    f = jax.jit(
+        lambda x, key: drop_path_residual(
+            x, lambda a: a * 2, 0.25, True, rng=key, fixed_size=True, shards=None if explicit else 8
+        )
+    )
+    with jax.set_mesh(mesh):
+        x = _sharded(jax, mesh, "data", host)
+        out = f(x, key)
+        _no_new_collectives(_collectives(f, x, key), Counter())
+    _same_placement(out, x)
+    double = lambda a: a * 2  # noqa: E731
+    one = drop_path_residual(jnp.asarray(host), double, 0.25, True, rng=key, fixed_size=True, shards=8)
+    np.testing.assert_array_equal(np.asarray(out, np.float32), np.asarray(one, np.float32))
+
+
 # --- flax ---
 
 
