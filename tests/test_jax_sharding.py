@@ -246,6 +246,18 @@ def test_residual_of_concrete_arrays_reads_their_shards(jax, jnp, explicit):
     )
 
 
+def test_residual_rounds_per_shard(jax, jnp):
+    # 2 samples per shard at drop_prob=0.1: k = round(1.8) = 2, so nothing is dropped (scale 1),
+    # where the whole batch of 16 would keep round(14.4) = 14.
+    host = _batch()
+    key = jax.random.key(0)
+    fn = _branch(jnp)
+    per_shard = drop_path_residual(jnp.asarray(host), fn, 0.1, True, rng=key, fixed_size=True, shards=8)
+    np.testing.assert_allclose(np.asarray(per_shard), host + np.asarray(fn(host)), rtol=1e-6)
+    whole = drop_path_residual(jnp.asarray(host), fn, 0.1, True, rng=key, fixed_size=True)
+    assert np.sum(np.all(np.asarray(whole) == host, axis=(1, 2))) == 16 - 14  # the dropped ones
+
+
 @pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
 def test_residual_refuses_shards_it_cannot_honour(jax, jnp, explicit):
     key = jax.random.key(0)
@@ -292,7 +304,9 @@ def test_residual_of_a_tensor_parallel_mlp_adds_no_collective(jax, jnp, explicit
             return (x + mlp(x, w1, w2)).sum()
 
         for f, g in ((residual, plain), (jax.grad(residual), jax.grad(plain))):
-            _no_new_collectives(_collectives(jax.jit(f), w1, w2, x, key), _collectives(jax.jit(g), w1, w2, x))
+            own = _collectives(jax.jit(g), w1, w2, x)
+            assert own["all-reduce"] >= 1  # the sum over "model" the plain block needs
+            _no_new_collectives(_collectives(jax.jit(f), w1, w2, x, key), own)
         grad = jax.jit(jax.grad(residual))(w1, w2, x, key)
     _same_placement(grad, w1)
 
