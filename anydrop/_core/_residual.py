@@ -73,7 +73,9 @@ def drop_path_residual(
         k``, so that every device gathers and runs ``fn`` on its own samples
         only, with no communication. Exactly ``k`` per shard is not exactly
         ``k * s`` chosen from all ``n``: the subset differs from the unsharded
-        one for the same ``rng`` (still unbiased). None (default): the number
+        one for the same ``rng`` (still unbiased), and the drop rate used is
+        ``1 - k / (n/s)``, which with few samples per shard can be far from
+        ``drop_prob`` (2 per shard at 0.1 keep both). None (default): the number
         of shards ``x`` shows, where it does: a JAX array sharded with
         explicit axes (``AxisType.Explicit``, also traced under ``jax.jit``)
         or a concrete sharded JAX array; else 1, the subset of the whole
@@ -83,7 +85,9 @@ def drop_path_residual(
         gathers the kept samples onto every device and runs ``fn`` on all of
         them. ``shards=1`` always draws from the whole axis, as without
         sharding (the kept samples are then gathered across shards); any other
-        ``shards`` that contradicts what ``x`` shows is a ``ValueError``. With
+        ``shards`` that contradicts the split ``x`` shows is a ``ValueError``.
+        On an unsharded ``x``, ``shards=s`` draws the same subset as on ``x``
+        split into ``s`` shards, for the same ``rng``. With
         ``fixed_size=False`` the mask is ``drop_path``'s, whose kept count
         varies per shard: ``shards`` must be None or 1 there, and the kept
         samples are gathered across shards.
@@ -244,7 +248,7 @@ def _call(fn: Callable[[Any], Any], branch_in: Any) -> Any:
 
 def _groups(shards: int | None, shown: int | None, n: int, fixed_size: bool) -> int:
     """The number of groups the subset is drawn in: ``shards``, checked against what ``x`` shows."""
-    if shards is not None and shown is not None and shards not in {1, shown}:
+    if shards is not None and shown is not None and shown > 1 and shards not in {1, shown}:
         raise ValueError(
             f"shards={shards}, but x's sample axis is split into {shown} shards: pass shards={shown} "
             "or None to take it from x, or shards=1 to draw the subset from the whole axis"
@@ -302,6 +306,6 @@ def _grouped(  # noqa: PLR0917
     else:
         scaled = y * backend.place_groups(xp.reshape(scales, (*before, groups, -1, *after)), xg, ax)
     # As in drop_path_residual: a zero row first in each group, then a gather puts results back.
-    zero = xp.zeros_like(scaled[(slice(None),) * (ax + 1) + (slice(0, 1),)])
+    zero = xp.zeros_like(scaled[(slice(None),) * (ax + 1) + (slice(0, 1), ...)])
     padded = xp.concat((zero, scaled), axis=ax + 1)
     return x + backend.merge_samples(xp.take_along_axis(padded, position, axis=ax + 1), ax, xp)
