@@ -246,6 +246,30 @@ def test_residual_of_concrete_arrays_reads_their_shards(jax, jnp, explicit):
     )
 
 
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+def test_residual_on_a_sample_axis_other_than_the_first(jax, jnp, explicit):
+    # (seq, batch, feature): the batch, axis 1, over "data" and the features over "model".
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    fn = _branch(jnp)
+    host = np.moveaxis(_batch(), 0, 1).copy()
+    key = jax.random.key(9)
+    mesh = _mesh(jax, "data_model", explicit)
+    f = jax.jit(
+        lambda x, key: drop_path_residual(
+            x, fn, 0.5, True, axis=1, rng=key, fixed_size=True, shards=None if explicit else 4
+        )
+    )
+    with jax.set_mesh(mesh):
+        x = jax.device_put(host, NamedSharding(mesh, P(None, "data", "model")))
+        out = f(x, key)
+        _no_new_collectives(_collectives(f, x, key), _collectives(jax.jit(lambda x: x + fn(x)), x))
+    _same_placement(out, x)
+    one = drop_path_residual(jnp.asarray(host), fn, 0.5, True, axis=1, rng=key, fixed_size=True, shards=4)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(one), rtol=1e-6)
+
+
 def test_residual_rounds_per_shard(jax, jnp):
     # 2 samples per shard at drop_prob=0.1: k = round(1.8) = 2, so nothing is dropped (scale 1),
     # where the whole batch of 16 would keep round(14.4) = 14.
