@@ -52,6 +52,12 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "xdist_group(name): run on one xdist worker with the rest of its group"
     )
+    if config.getoption("--backend") == "jax":
+        # tests/test_jax_sharding.py needs 8 devices; on the CPU, XLA makes them if asked
+        # before JAX starts its backend (set before any test module imports jax).
+        flags = os.environ.get("XLA_FLAGS", "")
+        if "xla_force_host_platform_device_count" not in flags:
+            os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count=8".strip()
     workers = os.environ.get("PYTEST_XDIST_WORKER_COUNT")
     if workers is not None:
         # The workers share the CPUs: torch's OpenMP threads, one per CPU in each worker, would

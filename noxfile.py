@@ -14,7 +14,9 @@ tests(numpy), tests(torch), tests(cupy), tests(array_api_strict), tests(dask), t
     process. The torch session also runs a two-process torch.distributed
     test, the dask session a two-worker dask.distributed cluster on loopback,
     and the jax session installs flax and equinox too (tests/test_jax.py,
-    tests/test_equinox.py).
+    tests/test_equinox.py) and runs JAX on 8 CPU devices
+    (``XLA_FLAGS=--xla_force_host_platform_device_count=8``) for the sharded
+    meshes of tests/test_jax_sharding.py.
 tests(keras)
     anydrop.keras's tests (tests/test_keras.py) on each Keras backend it
     supports, in turn: jax, torch and numpy, each in its own pytest process
@@ -161,6 +163,8 @@ def tests(session: nox.Session, backend: str) -> None:
     elif backend == "jax":
         # flax and equinox for the tests of anydrop.flax (tests/test_jax.py) and anydrop.equinox.
         session.install(JAX, "flax", "equinox")
+        # 8 CPU devices for the meshes of tests/test_jax_sharding.py (read when JAX starts).
+        session.env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     elif backend == "array_api_strict":
         session.install("array-api-strict")
     elif backend == "dask":

@@ -224,6 +224,13 @@ class DropPathResidual(_Config):
         The sample axis, an int.
     fixed_size
         Keep a fixed number of samples (static shapes, for ``nnx.jit``).
+    shards
+        The number of shards x's sample axis is split into, as in
+        :func:`~anydrop.drop_path_residual`: the subset is drawn per shard, so
+        that each device runs ``branch`` on its own kept samples. None
+        (default) takes it from x where x shows it (explicit sharding, or a
+        concrete sharded array), else 1; pass it under ``nnx.jit`` in auto
+        sharding mode, e.g. ``shards=mesh.shape["data"]``.
 
     Examples
     --------
@@ -247,6 +254,7 @@ class DropPathResidual(_Config):
         scale_at_test: bool = False,
         axis: int = 0,
         fixed_size: bool = True,
+        shards: int | None = None,
         deterministic: bool | None = False,
         rng_collection: str = "dropout",
         rngs: Any = None,
@@ -263,6 +271,9 @@ class DropPathResidual(_Config):
         )
         self.branch = branch
         self.fixed_size = bool(fixed_size)
+        if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):  # pyright: ignore[reportUnnecessaryIsInstance]
+            raise TypeError(f"shards must be None or a positive int, got {shards!r}")
+        self.shards = shards
 
     def __call__(self, x: Any, *, deterministic: bool | None = None, rngs: Any = None) -> Any:
         """``x + drop_path(branch(x))``; ``deterministic`` and ``rngs`` override the stored ones."""
@@ -278,8 +289,11 @@ class DropPathResidual(_Config):
             rng=key,
             fixed_size=self.fixed_size,
             scale_at_test=self.scale_at_test,
+            shards=self.shards,
         )
 
     def __repr__(self) -> str:
         extra: dict[str, object] = {} if self.fixed_size else {"fixed_size": False}
+        if self.shards is not None:
+            extra["shards"] = self.shards
         return f"{type(self).__name__}({self._describe(branch=self.branch, **extra)})"

@@ -165,6 +165,45 @@ def test_residual_fixed_size_is_reproducible_and_leaves_x_alone(backend):
     np.testing.assert_array_equal(backend.to_numpy(x), before)
 
 
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+@pytest.mark.parametrize("axis", [0, 1])
+def test_residual_with_shards_keeps_exactly_k_of_each_group(backend, axis):
+    # shards=s: the subset is drawn per group of n / s consecutive samples (per device, where
+    # the sample axis is sharded), each keeping k = round(n / s * keep) scaled by (n / s) / k.
+    n, shards, p = 24, 4, 0.5
+    size, k = n // shards, round(n // shards * (1 - p))
+    shape = (n, 3) if axis == 0 else (2, n, 3)
+    x = random_batch(backend, shape, "float64", seed=8)
+    fn = _Counting()
+    seen = np.zeros(n, dtype=int)
+    for seed in range(20):
+        out = drop_path_residual(x, fn, p, True, axis=axis, rng=seed, fixed_size=True, shards=shards)
+        host = backend.to_numpy(x)
+        delta = np.moveaxis((backend.to_numpy(out) - host) / (3.0 * host), axis, 0).reshape(n, -1)
+        kept = ~np.isclose(delta[:, 0], 0.0)
+        np.testing.assert_allclose(delta[kept], size / k, rtol=1e-12)
+        np.testing.assert_allclose(delta[~kept], 0.0, atol=0)
+        np.testing.assert_array_equal(kept.reshape(shards, size).sum(axis=1), k)
+        seen += kept
+    expected = list(shape)
+    expected[axis] = shards * k
+    assert fn.shapes == [tuple(expected)] * 20
+    assert seen.min() > 0
+    assert seen.max() < 20
+
+
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
+def test_residual_refuses_shards_it_cannot_use(backend):
+    x = random_batch(backend, (12, 2))
+    with pytest.raises(ValueError, match=r"shards=5 does not divide the 12 samples"):
+        drop_path_residual(x, _triple, 0.5, True, rng=0, fixed_size=True, shards=5)
+    with pytest.raises(ValueError, match=r"shards=4 needs fixed_size=True"):
+        drop_path_residual(x, _triple, 0.5, True, rng=0, shards=4)
+    for bad in (0, -2, 2.0, True):
+        with pytest.raises(TypeError, match=r"shards must be None or a positive int"):
+            drop_path_residual(x, _triple, 0.5, True, rng=0, fixed_size=True, shards=bad)
+
+
 def test_residual_errors(backend):
     x = random_batch(backend, (4, 3))
     with pytest.raises(TypeError, match="fn must be callable"):

@@ -76,6 +76,42 @@ class Backend:
         """``x + branch * mask``."""
         return x + branch * mask
 
+    def sample_shards(self, x: Any, axis: int) -> int | None:
+        """Into how many shards ``x`` is split along ``axis``, where ``x`` itself says so; else None.
+
+        ``drop_path_residual(fixed_size=True)`` then selects its samples per
+        shard, so that each device gathers and runs the branch on its own. The
+        array API has no notion of sharding: None, nothing known.
+        """
+        return None
+
+    def split_samples(self, a: Any, axis: int, groups: int, xp: Any) -> Any:
+        """``a`` with ``axis`` split into ``(groups, size // groups)``, each group on its shard's devices."""
+        shape: tuple[int, ...] = a.shape
+        return xp.reshape(a, (*shape[:axis], groups, shape[axis] // groups, *shape[axis + 1 :]))
+
+    def merge_samples(self, a: Any, axis: int, xp: Any) -> Any:
+        """The inverse of :meth:`split_samples`: axes ``axis`` and ``axis + 1`` merged into one."""
+        shape: tuple[int, ...] = a.shape
+        return xp.reshape(a, (*shape[:axis], shape[axis] * shape[axis + 1], *shape[axis + 2 :]))
+
+    def take(self, a: Any, indices: Any, axis: int, xp: Any, like: Any = None) -> Any:
+        """``xp.take(a, indices, axis=axis)``, placed as ``like`` where given, else whole along ``axis``.
+
+        Where arrays carry a sharding in their type, a gather across shards
+        must say where its result goes; ``like`` is the array it is added to.
+        """
+        return xp.take(a, indices, axis=axis)
+
+    def place_groups(self, a: Any, like: Any, axis: int) -> Any:
+        """``a``, a small per-group array (indices, scales), placed as ``like``'s groups along ``axis``.
+
+        ``like`` comes from :meth:`split_samples`; where arrays carry a
+        sharding in their type, an operation between differently sharded
+        arrays must say where its result goes, so ``a`` is moved first.
+        """
+        return a
+
     def defers(self, x: object) -> bool:
         """Whether ``x``, which is no array, is a tracer's stand-in for one of this library's arrays.
 

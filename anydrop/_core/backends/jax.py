@@ -11,6 +11,7 @@ through it; a PortableRNG (drawn on the host) works on concrete arrays only.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 from typing import Any
@@ -83,6 +84,34 @@ def _refuse_tracer(x: Any, message: str) -> None:
         raise TypeError(message)
 
 
+def _explicit_spec(a: Any) -> tuple[Any, ...] | None:
+    """``a``'s partition spec, one entry per axis, if its type carries one (explicit sharding); else None."""
+    import jax
+    from jax.sharding import AxisType
+
+    sharding: Any = getattr(jax.typeof(a), "sharding", None)
+    mesh: Any = getattr(sharding, "mesh", None)
+    if mesh is None or AxisType.Explicit not in getattr(mesh, "axis_types", ()):
+        return None
+    spec: tuple[Any, ...] = tuple(sharding.spec)
+    return spec + (None,) * (len(a.shape) - len(spec))
+
+
+def _partition_spec(*entries: Any) -> Any:
+    """``jax.sharding._partition_spec(*entries)`` (typed as Any: its constructor has no annotations)."""
+    import jax
+
+    spec: Any = jax.sharding.PartitionSpec
+    return spec(*entries)
+
+
+def _names(entry: Any) -> tuple[str, ...]:
+    """The mesh axis names of one partition spec entry (None, a name, or a tuple of names)."""
+    if entry is None:
+        return ()
+    return tuple(entry) if isinstance(entry, tuple) else (entry,)  # pyright: ignore[reportUnknownArgumentType, reportUnknownVariableType]
+
+
 class JaxBackend(Backend):
     """JAX arrays, traced or concrete."""
 
@@ -128,6 +157,74 @@ class JaxBackend(Backend):
 
     def generator_source(self, gen: Any) -> MaskSource:
         return KeyStream(gen)
+
+    def sample_shards(self, x: Any, axis: int) -> int | None:
+        import jax
+        from jax.sharding import AxisType
+
+        # Explicit sharding: the spec is part of the type, under jax.jit too.
+        sharding: Any = getattr(jax.typeof(x), "sharding", None)
+        mesh: Any = getattr(sharding, "mesh", None)
+        if mesh is not None and not getattr(mesh, "empty", True):
+            types = dict(zip(mesh.axis_names, mesh.axis_types, strict=True))
+            spec: tuple[Any, ...] = tuple(sharding.spec)
+            names = _names(spec[axis]) if axis < len(spec) else ()
+            if names and all(types[name] == AxisType.Explicit for name in names):
+                return math.prod(int(mesh.shape[name]) for name in names)
+        core = sys.modules.get("jax.core")
+        if not isinstance(x, getattr(core, "Tracer", ())):
+            # A concrete array knows its placement, whatever kind of sharding it has.
+            n: int = x.shape[axis]
+            local: int = x.sharding.shard_shape(x.shape)[axis]
+            return -(-n // local) if local else 1
+        # Traced in auto mode (or a tracer of vmap, shard_map's local view): XLA decides the
+        # placement later, so nothing here says it. None: the caller's shards argument, or 1.
+        if mesh is not None and AxisType.Auto not in mesh.axis_types and AxisType.Explicit in mesh.axis_types:
+            return 1
+        return None
+
+    def split_samples(self, a: Any, axis: int, groups: int, xp: Any) -> Any:
+        spec = _explicit_spec(a)
+        if spec is None:
+            return super().split_samples(a, axis, groups, xp)
+        shape: tuple[int, ...] = a.shape
+        new = (*shape[:axis], groups, shape[axis] // groups, *shape[axis + 1 :])
+        # The groups where the samples were, each group's samples whole on its devices.
+        where = _partition_spec(*spec[:axis], spec[axis], None, *spec[axis + 1 :])
+        return xp.reshape(a, new, out_sharding=where)
+
+    def merge_samples(self, a: Any, axis: int, xp: Any) -> Any:
+        spec = _explicit_spec(a)
+        if spec is None:
+            return super().merge_samples(a, axis, xp)
+        shape: tuple[int, ...] = a.shape
+        new = (*shape[:axis], shape[axis] * shape[axis + 1], *shape[axis + 2 :])
+        where = _partition_spec(*spec[:axis], spec[axis], *spec[axis + 2 :])
+        return xp.reshape(a, new, out_sharding=where)
+
+    def take(self, a: Any, indices: Any, axis: int, xp: Any, like: Any = None) -> Any:
+        spec = _explicit_spec(a)
+        target = _explicit_spec(like) if like is not None else None
+        if target is None:
+            if spec is None or spec[axis] is None:
+                return xp.take(a, indices, axis=axis)
+            # The kept samples of every shard, on every device of the sample axis: explicit
+            # sharding asks where they go, and they may come from any shard.
+            target = (*spec[:axis], None, *spec[axis + 1 :])
+        where = (slice(None),) * axis + (indices,)
+        return a.at[where].get(out_sharding=_partition_spec(*target))
+
+    def place_groups(self, a: Any, like: Any, axis: int) -> Any:
+        spec = _explicit_spec(like)
+        if spec is None or spec[axis] is None:
+            return a
+        import jax
+
+        reshard: Any = jax.sharding.reshard  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        # a is replicated (every device drew all of the few uniforms); taking each device's
+        # rows of it is a local slice, no communication.
+        where = _partition_spec(*(None,) * axis, spec[axis], *(None,) * (len(a.shape) - axis - 1))
+        return reshard(a, where)
 
     def source(self, rng: object, x: Any) -> MaskSource:
         if isinstance(rng, PortableRNG):
