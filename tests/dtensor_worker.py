@@ -11,6 +11,7 @@ recipe. Rank 0 prints what every rank saw as JSON, for the test to check.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from datetime import timedelta
 from typing import Any
@@ -76,6 +77,20 @@ def _gather(obj: Any) -> list[Any]:
     return out
 
 
+def _reference(name: str, entry: Any, x: torch.Tensor, rng: Any, like: DTensor) -> torch.Tensor:
+    """What ``entry`` gives on the unsharded ``x``; for the fixed-size residual, with like's sample shards.
+
+    The residual draws its subset per shard of the sample axis: on one
+    device, ``shards=`` draws the same subsets.
+    """
+    if not name.startswith("residual"):
+        return entry(x, rng)
+    shards = math.prod(
+        like.device_mesh.size(i) for i, p in enumerate(like.placements) if isinstance(p, Shard) and p.dim == 0
+    )
+    return drop_path_residual(x, _branch, P, True, rng=rng, fixed_size=True, shards=shards)
+
+
 def _rank0_part(full: torch.Tensor, like: DTensor) -> torch.Tensor:
     """This rank's part of ``like``'s layout, cut from rank 0's ``full`` (scattered from rank 0)."""
     return distribute_tensor(full, like.device_mesh, like.placements).to_local()
@@ -113,7 +128,7 @@ def _dtensor_cases(rank: int) -> dict[str, Any]:
                     )
                     case["local_shapes"] = _gather(list(draws[0].to_local().shape))
                     if rname != "none":
-                        case["reference"] = entry(x, make_rng()).float().tolist()
+                        case["reference"] = _reference(ename, entry, x, make_rng(), dx).float().tolist()
                 results[f"{pname}/{rname}/{ename}"] = case
     results["x"] = x.tolist()
     results["gradients"] = _gradients()

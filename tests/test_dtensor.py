@@ -19,6 +19,8 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("torch.distributed.tensor")
 
 PLACEMENTS = ["shard0", "replicate", "shard1", "shard2", "dp_tp", "dp_replicate"]
+#: Placements whose sample axis is split unevenly (10 samples over 4 ranks).
+UNEVEN_SAMPLES = {"shard0"}
 SEEDED = ["int", "generator", "portable"]
 ENTRIES = [
     "drop_path",
@@ -53,9 +55,17 @@ def _is_drop_path_output(out, x, axis, keep):
     return all(bool((row == 0).all()) or torch.allclose(row, scaled, rtol=0.01) for row in ratio)
 
 
-@pytest.mark.parametrize("entry", ENTRIES)
-@pytest.mark.parametrize("rng", SEEDED)
-@pytest.mark.parametrize("placement", PLACEMENTS)
+@pytest.mark.parametrize(
+    ("placement", "rng", "entry"),
+    [
+        (placement, rng, entry)
+        for placement in PLACEMENTS
+        for rng in SEEDED
+        for entry in ENTRIES
+        # The fixed-size residual refuses uneven sample shards (tested below).
+        if not (entry.startswith("residual") and placement in UNEVEN_SAMPLES)
+    ],
+)
 def test_seeded_masks_are_the_unsharded_ones_and_every_rank_holds_its_part(ranks, placement, rng, entry):
     case = _case(ranks, placement, rng, entry)
     assert case["is_dtensor"]
@@ -106,7 +116,10 @@ def test_rng_none_draws_shard_locally_or_refuses(ranks, placement, entry):
 @pytest.mark.parametrize("entry", ["residual_fixed", "residual_layer"])
 def test_rng_none_refuses_the_fixed_size_subset(ranks, placement, entry):
     error = ranks["cases"][f"{placement}/none/{entry}"]["error"]
-    assert error.startswith("ValueError: drop_path_residual with fixed_size=True on a DTensor")
+    if placement in UNEVEN_SAMPLES:
+        assert error.startswith("ValueError: shards=4 does not divide the 10 samples")
+    else:
+        assert error.startswith("ValueError: drop_path_residual with fixed_size=True on a DTensor")
 
 
 @pytest.mark.parametrize("rng", ["none", *SEEDED])
@@ -168,15 +181,18 @@ def test_drop_path_and_drop_path_add_communicate_nothing_and_keep_the_placements
             assert case["placements"] == INPUT_PLACEMENTS[placement], entry
 
 
-@pytest.mark.parametrize("placement", PLACEMENTS)
-def test_the_fixed_size_residual_gathers_the_kept_samples_where_they_are_sharded(ranks, placement):
-    # What docs/distributed.md says: DTensor's own rules for the gather of the kept samples move
-    # them between ranks where the samples are sharded; nowhere else.
-    collectives = _case(ranks, placement, "int", "residual_fixed")["collectives"]
-    if placement in {"shard0", "dp_tp", "dp_replicate"}:
-        assert collectives == {"c10d_functional.all_gather_into_tensor": 2}
-    else:
-        assert collectives == {}
+@pytest.mark.parametrize("placement", sorted(set(PLACEMENTS) - UNEVEN_SAMPLES))
+@pytest.mark.parametrize("entry", ["residual_fixed", "residual_layer"])
+def test_the_fixed_size_residual_runs_each_shard_locally(ranks, placement, entry):
+    # Per shard of the sample axis, each rank gathers and runs the branch on its own samples.
+    assert _case(ranks, placement, "int", entry)["collectives"] == {}
+
+
+@pytest.mark.parametrize("rng", SEEDED)
+@pytest.mark.parametrize("entry", ["residual_fixed", "residual_layer"])
+def test_the_fixed_size_residual_refuses_uneven_sample_shards(ranks, entry, rng):
+    error = ranks["cases"][f"shard0/{rng}/{entry}"]["error"]
+    assert error.startswith("ValueError: shards=4 does not divide the 10 samples")
 
 
 @pytest.mark.parametrize("placement", PLACEMENTS)

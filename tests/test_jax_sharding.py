@@ -446,3 +446,18 @@ def test_shard_map_residual_runs_locally(jax, jnp):
         _no_new_collectives(_collectives(f, x, jax.random.key(1)), Counter())
     changed = np.any(np.asarray(out) != host, axis=(1, 2))
     np.testing.assert_array_equal(changed.reshape(8, 8).sum(axis=1), 4)
+
+
+def test_the_docs_show_what_the_sharding_example_prints(jax):
+    # docs/distributed.md shows the output of docs/examples/jax_sharding.py: the figures
+    # (collectives, per-device FLOPs) come from the script, not typed by hand.
+    import pathlib
+    import subprocess
+    import sys
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    script = [sys.executable, "docs/examples/jax_sharding.py"]
+    printed = subprocess.run(script, cwd=root, capture_output=True, text=True, check=True).stdout
+    page = (root / "docs" / "distributed.md").read_text()
+    shown = page.split("$ python docs/examples/jax_sharding.py\n", 1)[1].split("```", 1)[0]
+    assert shown == printed

@@ -142,10 +142,9 @@ def drop_path_residual(
     ax %= ndim
     n: int = x.shape[ax]  # type: ignore[attr-defined]
     drops_all: bool = keep == 0.0 or n == 0  # pyright: ignore[reportUnknownVariableType]
-    if backend.residual_refusal is not None and not drops_all:
-        raise TypeError(backend.residual_refusal)
-    if backend.variable_size_refusal is not None and not (fixed_size or drops_all):
-        raise TypeError(backend.variable_size_refusal)
+    refusal = None if drops_all else _refusal(backend, fixed_size)
+    if refusal is not None:
+        raise TypeError(refusal)
     groups = _groups(shards, backend.sample_shards(x, ax), n, fixed_size)  # pyright: ignore[reportUnknownArgumentType]
     if groups > 1 and not drops_all:
         return _grouped(x, fn, source, keep, groups, ax, info, scale_by_keep, backend, xp)  # type: ignore[no-any-return]
@@ -173,6 +172,13 @@ def drop_path_residual(
     zero = xp.zeros_like(backend.take(x, xp.zeros_like(position[:1]), ax, xp), dtype=scaled.dtype)
     padded = xp.concat((zero, scaled), axis=ax)
     return x + backend.take(padded, position, ax, xp, like=x)  # type: ignore[no-any-return]
+
+
+def _refusal(backend: Backend, fixed_size: bool) -> str | None:
+    """Why ``backend`` cannot run this residual, or None."""
+    if backend.residual_refusal is not None:
+        return backend.residual_refusal
+    return None if fixed_size else backend.variable_size_refusal
 
 
 def _kept_count(n: int, keep: float) -> int:

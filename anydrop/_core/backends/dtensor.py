@@ -187,3 +187,15 @@ class DTensorBackend(TorchBackend):
 
     def keep_for(self, drop_prob: object, keep: float, source: MaskSource) -> Any:
         return keep
+
+    def sample_shards(self, x: Any, axis: int) -> int | None:
+        # The mesh dimensions that shard the sample axis: drop_path_residual's fixed-size
+        # subset is then drawn per shard, and each rank gathers and runs the branch on its own.
+        from torch.distributed.tensor import Shard
+
+        sizes = [
+            x.device_mesh.size(i)
+            for i, p in enumerate(x.placements)
+            if isinstance(p, Shard) and p.dim == axis  # pyright: ignore[reportUnknownMemberType]
+        ]
+        return math.prod(sizes) if sizes else None
