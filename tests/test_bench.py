@@ -249,7 +249,8 @@ def test_dask_case_compares_computes_and_graph_sizes(tmp_path, capsys):
     assert case["backend"] == "dask"
     tasks = case["graph_tasks"]
     assert set(tasks) == set(case["median_seconds"]) == {"dask mask reference", "anydrop"}
-    assert all(n > 0 for n in tasks.values())
+    # anydrop's lazy mask adds no more tasks than a hand-written Dask mask does.
+    assert 0 < tasks["anydrop"] <= tasks["dask mask reference"]
     sizes = f"- {case['group']} [dask float32]: dask mask reference {tasks['dask mask reference']}"
     assert f"{sizes}, anydrop {tasks['anydrop']}" in table
 
