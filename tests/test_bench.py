@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import importlib.util
 import io
 import json
 import math
@@ -237,3 +238,30 @@ def test_headline_text_from_a_summary():
         "- NumPy, per-call cost on a `(2, 4)` float32 array: 1.60x the classic two-pass version's time"
         " (8.0 us against 5.0 us); float32 `(64, 197, 768)`: 0.60x, 0.67 of the one-pass limit.\n"
     )
+
+
+@pytest.mark.backends("dask")
+def test_dask_case_compares_computes_and_graph_sizes(tmp_path, capsys):
+    assert bench.main(["--quick", "--repeats", "1", "--backends", "dask", "--out", str(tmp_path)]) == 0
+    table = capsys.readouterr().out
+    data = json.loads((tmp_path / "results.json").read_text())
+    (case,) = data["cases"]
+    assert case["backend"] == "dask"
+    tasks = case["graph_tasks"]
+    assert set(tasks) == set(case["median_seconds"]) == {"dask mask reference", "anydrop"}
+    # anydrop's lazy mask adds no more tasks than a hand-written Dask mask does.
+    assert 0 < tasks["anydrop"] <= tasks["dask mask reference"]
+    sizes = f"- {case['group']} [dask float32]: dask mask reference {tasks['dask mask reference']}"
+    assert f"{sizes}, anydrop {tasks['anydrop']}" in table
+
+
+@pytest.mark.backends("numpy")
+def test_a_backend_that_is_not_installed_is_skipped_with_a_line(tmp_path, capsys):
+    if importlib.util.find_spec("cupy") is not None:
+        pytest.skip("CuPy is installed here")
+    args = ["--quick", "--repeats", "1", "--backends", "numpy,cupy", "--out", str(tmp_path)]
+    assert bench.main(args) == 0
+    printed = capsys.readouterr()
+    assert "cupy is not installed: its cases are skipped" in printed.err
+    data = json.loads((tmp_path / "results.json").read_text())
+    assert {c["backend"] for c in data["cases"]} == {"numpy"}

@@ -196,3 +196,18 @@ def test_cluster_drops_whole_samples_of_an_array_larger_than_a_worker(client):
     imported = client.run(eval, "'anydrop' in __import__('sys').modules")
     assert imported
     assert not any(imported.values()), imported
+
+
+@pytest.mark.parametrize("rng", [lambda: 5, lambda: PortableRNG(5)])
+def test_masks_made_on_the_host_equal_the_lazily_built_ones(rng):
+    # Per sample, the mask is small and computed at call time; elementwise on
+    # a large array it is built lazily; position i of both is the same value.
+    n = 3 * 2**16  # more elements than the host computes
+    x = da.ones((n, 2), chunks=(2**15, 2))
+    lazy = drop_path(x, 0.5, True, axis=(0, 1), rng=rng())
+    host = drop_path(x[: 2**14], 0.5, True, axis=(0, 1), rng=rng())
+    np.testing.assert_array_equal(host.compute(), lazy.compute()[: 2**14])
+    # A mask of one value per sample adds no more tasks than a hand-written Dask mask does.
+    small = da.ones((256, 197, 8), chunks=(32, 197, 8))
+    mask = da.random.default_rng(0).random((256, 1, 1), chunks=(32, 1, 1)) < 0.5
+    assert len(drop_path(small, 0.5, True, rng=rng()).dask) <= len((small * (mask / 0.5)).dask)

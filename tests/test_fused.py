@@ -473,3 +473,17 @@ def test_residual_equals_drop_path_add_on_a_large_batch(backend):
 def test_residual_names_the_type_of_a_branch_that_is_not_callable(backend):
     with pytest.raises(TypeError, match="fn must be callable, got an object of type int"):
         drop_path_residual(random_batch(backend, (4, 2)), 3, 0.5, True, rng=0)
+
+
+@pytest.mark.backends("numpy")
+@pytest.mark.parametrize("shape", [(64, 197, 8), (3, 2**17 + 5), (2, 3, 2**16)])
+def test_numpy_blocked_add_equals_the_two_pass_add_bit_for_bit(shape):
+    # Large per-sample adds are done in cache-sized blocks: the same operations, the same bits.
+    gen = np.random.default_rng(1)
+    x, branch = (gen.standard_normal(shape, dtype=np.float32) for _ in range(2))
+    branch[0, 0] = np.inf  # a dropped or kept inf gives NaN or inf, as x + branch * mask does
+    out = drop_path_add(x, branch, 0.3, True, rng=7)
+    two_pass = x + drop_path(branch, 0.3, True, rng=7)
+    np.testing.assert_array_equal(out, two_pass)
+    assert out.dtype == x.dtype
+    assert out.shape == shape

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from anydrop import drop_path
@@ -356,3 +358,29 @@ def test_int_seeds_that_differ_above_32_bits_draw_different_masks(dev):
     assert torch.equal(low, drop_path(x, 0.5, True, rng=torch.Generator(device=dev).manual_seed(5)))
     assert not torch.equal(low, drop_path(x, 0.5, True, rng=2**32 + 5))
     assert not torch.equal(drop_path(x, 0.5, True, rng=2**40), drop_path(x, 0.5, True, rng=2**41))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("p", [0.1, 0.3])
+@pytest.mark.parametrize("seeded", [True, False])
+def test_16_bit_scale_is_one_float64_uniform_per_sample(dev, dtype, p, seeded):
+    """One u per sample: ``lo + spacing`` if u < keep * frac, ``lo`` if u < keep, else 0, exactly."""
+    keep = 1.0 - p
+    # lo and lo + spacing: the neighbours of 1 / keep in the dtype, frac the upper one's share.
+    _, exponent = math.frexp(1.0 / keep)
+    spacing = torch.finfo(dtype).eps * 2.0 ** (exponent - 1)
+    lo = math.floor(1.0 / keep / spacing) * spacing
+    frac = (1.0 / keep - lo) / spacing
+    x = torch.ones(4096, 3, device=dev, dtype=dtype)
+    if seeded:
+        out = drop_path(x, p, True, rng=torch.Generator(device=dev).manual_seed(11))
+        gen = torch.Generator(device=dev).manual_seed(11)
+    else:
+        torch.manual_seed(11)
+        out = drop_path(x, p, True)
+        torch.manual_seed(11)
+        gen = None
+    u = torch.empty(4096, 1, device=dev, dtype=torch.float64).uniform_(generator=gen)
+    scale = torch.where(u < keep * frac, lo + spacing, torch.where(u < keep, lo, 0.0))
+    assert torch.equal(out, scale.to(dtype).expand(4096, 3))
+    assert {float(v) for v in out.unique()} == {0.0, lo, lo + spacing}

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from ._checks import ONES, DtypeInfo, check_drop_prob, check_test_scaling, dtype_info, mask_shape
 from ._compat import array_namespace
-from ._scale import eval_scaled, rounding_16_bit, unbiased_mask
+from ._scale import eval_scaled, rounding_16_bit
 from .backends import BY_TYPE, Backend, Deferred, register
 
 __all__ = ["Array", "Axis", "drop_path", "drop_path_add", "prepare"]
@@ -74,7 +74,7 @@ def prepare(  # noqa: PLR0917
     # In 16-bit floats, 1/keep rounded to the dtype would bias every kept sample alike.
     rounding = rounding_16_bit(keep, info, x.dtype) if info.eps and scale_by_keep and keep > 0.0 else None
     if rounding is not None:
-        mask = unbiased_mask(source, keep, rounding, shape, info.mask, x, xp)
+        mask = source.unbiased(keep, rounding, shape, info.mask, x, xp)
     else:
         drawn = keep if type(drop_prob) is float else backend.keep_for(drop_prob, keep, source)
         mask = source.bernoulli(drawn, shape, info.mask, x, xp)
@@ -224,7 +224,7 @@ def drop_path(
     source = backend.default_source if rng is None else backend.source(rng, x)
     rounding = rounding_16_bit(keep, info, x.dtype) if info.eps and scale_by_keep and keep > 0.0 else None  # type: ignore[attr-defined]
     if rounding is not None:
-        mask = unbiased_mask(source, keep, rounding, shape, info.mask, x, xp)  # pyright: ignore[reportUnknownArgumentType]
+        mask = source.unbiased(keep, rounding, shape, info.mask, x, xp)  # pyright: ignore[reportUnknownArgumentType]
     else:
         drawn = keep if type(drop_prob) is float else backend.keep_for(drop_prob, keep, source)
         mask = source.bernoulli(drawn, shape, info.mask, x, xp)  # pyright: ignore[reportUnknownArgumentType]

@@ -16,7 +16,7 @@ from typing import Any
 from ._checks import DtypeInfo
 from ._sources import MaskSource
 
-__all__ = ["dither", "eval_scaled", "fixed_scales", "rounding_16_bit", "unbiased_mask"]
+__all__ = ["dither", "eval_scaled", "fixed_scales", "rounding_16_bit"]
 
 
 def dither(keep: float, info: DtypeInfo) -> tuple[float, float, float] | None:
@@ -36,39 +36,32 @@ def dither(keep: float, info: DtypeInfo) -> tuple[float, float, float] | None:
     return lo, spacing, frac
 
 
+# Every training call in a 16-bit dtype asks for its rounding: computed once per (keep, dtype).
+_ROUNDINGS: dict[tuple[float, DtypeInfo], tuple[float, float, float] | None] = {}
+_MAX_ROUNDINGS = 256
+_UNKNOWN = object()
+
+
 def rounding_16_bit(keep: float, info: DtypeInfo, dtype: Any) -> tuple[float, float, float] | None:
     """:func:`dither` for drop path's scale ``1 / keep``; ValueError if it overflows the 16-bit ``dtype``.
 
     (float32 overflows for no ``keep`` a float64 ``drop_prob`` can give.) An
     inf scale would turn zeros into NaN.
     """
+    found = _ROUNDINGS.get((keep, info), _UNKNOWN)
+    if found is not _UNKNOWN:
+        return found  # type: ignore[return-value]
     if 1.0 / keep > info.max:
         raise ValueError(
             f"drop_prob={1.0 - keep:.6g} is too close to 1 for {dtype}: the scale 1/keep = "
             f"{1.0 / keep:.6g} overflows {dtype} (max {info.max:g}); pass scale_by_keep=False "
             "or use a wider dtype"
         )
-    return dither(keep, info)
-
-
-def unbiased_mask(  # noqa: PLR0917
-    source: MaskSource,
-    keep: float,
-    rounding: tuple[float, float, float],
-    shape: tuple[int, ...],
-    dtype: Any,
-    x: Any,
-    xp: Any,
-) -> Any:
-    """The scaled mask, its scale rounded without bias: 0 if dropped, else ``lo`` or ``lo + spacing``."""
-    lo, spacing, frac = rounding
-    kept, upper = source.bernoulli_pair(keep, frac, shape, dtype, x, xp)
-    # Both scales are exact in the dtype, and so is every product here. In
-    # place: the mask then costs the two allocations of its draws.
-    upper *= spacing
-    upper += lo
-    kept *= upper
-    return kept
+    rounding = dither(keep, info)
+    if len(_ROUNDINGS) >= _MAX_ROUNDINGS:  # drop_prob can follow a schedule: keep the cache bounded
+        _ROUNDINGS.clear()
+    _ROUNDINGS[keep, info] = rounding
+    return rounding
 
 
 def fixed_scales(  # noqa: PLR0917

@@ -48,6 +48,30 @@ class MaskSource:
         """Uniform floats in [0, 1)."""
         raise NotImplementedError
 
+    def unbiased(  # noqa: PLR0917
+        self,
+        keep: float,
+        rounding: tuple[float, float, float],
+        shape: tuple[int, ...],
+        dtype: Any,
+        x: Any,
+        xp: Any,
+    ) -> Any:
+        """The 16-bit scaled mask: 0 if dropped, else ``lo + spacing`` with probability ``frac``, or ``lo``.
+
+        ``rounding`` is ``(lo, spacing, frac)`` (see ``_scale.dither``). By
+        default from :meth:`bernoulli_pair`; a source that can draw the three
+        values at once, in fewer operations, does so.
+        """
+        lo, spacing, frac = rounding
+        kept, upper = self.bernoulli_pair(keep, frac, shape, dtype, x, xp)
+        # Both scales are exact in the dtype, and so is every product here. In
+        # place: the mask then costs the two allocations of its draws.
+        upper *= spacing
+        upper += lo
+        kept *= upper
+        return kept
+
 
 class PortableSource(MaskSource):
     """PortableRNG's stream, drawn on the host and moved to x's device: the same bits on every backend."""

@@ -1,4 +1,4 @@
-"""The NumPy and CuPy cases: anydrop beside the classic two-pass version and the one-pass limit."""
+"""The NumPy and CuPy cases: anydrop beside the seed function, the classic two-pass version and the limit."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import anydrop
 
-from ._measure import CLASSIC, LIMIT, TINY, VIT, VIT_QUICK, Case, no_sync
+from ._measure import CLASSIC, LIMIT, SEED, TINY, VIT, VIT_QUICK, Case, no_sync
 
 
 def array_cases(xp_name: str, quick: bool) -> list[Case]:
@@ -33,6 +33,11 @@ def array_cases(xp_name: str, quick: bool) -> list[Case]:
             random_tensor = xp.floor(keep + rng.random(mask_shape, dtype=xp.float32))
             return (x / xp.float32(keep)) * random_tensor
 
+        def seed_function(x: Any = x, mask_shape: tuple[int, ...] = mask_shape) -> Any:
+            drawn = rng.binomial(1, keep, size=mask_shape).astype(x.dtype)
+            drawn /= keep
+            return x * drawn
+
         cases.append(
             Case(
                 f"drop_path fwd, {label}",
@@ -41,6 +46,7 @@ def array_cases(xp_name: str, quick: bool) -> list[Case]:
                 shape,
                 {
                     CLASSIC: classic_two_pass,
+                    SEED: seed_function,
                     LIMIT: functools.partial(operator.mul, x, mask),
                     "anydrop": functools.partial(anydrop.drop_path, x, p, True, rng=rng),
                 },

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import math
 import pathlib
@@ -14,24 +15,41 @@ from typing import Any
 import anydrop
 
 from ._array_cases import array_cases
+from ._dask_cases import dask_cases
 from ._measure import Case, machine, measure, reuse_freed_memory
 from ._report import headline, markdown, plot, records
 from ._torch_cases import bias_table, torch_cases
 
-_BACKENDS = "numpy,torch"
+_BACKENDS = "numpy,torch,dask"
+#: The module each backend's cases need.
+_MODULES = {"numpy": "numpy", "torch": "torch", "cupy": "cupy", "dask": "dask.array"}
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # the parent package of a dotted name is missing
+        return False
 
 
 def run(
-    backends: Sequence[str] = ("numpy", "torch"),
+    backends: Sequence[str] = ("numpy", "torch", "dask"),
     *,
     quick: bool = False,
     repeats: int = 15,
     warmup: int = 3,
     device: str = "cpu",
 ) -> tuple[list[Case], list[dict[str, Any]]]:
-    """Measure every case for ``backends``; return the cases (with results) and the bias rows."""
+    """Measure every case for ``backends``; return the cases (with results) and the bias rows.
+
+    A backend whose library is not installed is skipped, with a line on stderr saying so.
+    """
     cases: list[Case] = []
     bias: list[dict[str, Any]] = []
+    missing = [name for name in backends if not _installed(_MODULES[name])]
+    for name in missing:
+        print(f"{name} is not installed: its cases are skipped", file=sys.stderr, flush=True)
+    backends = [name for name in backends if name not in missing]
     if "torch" in backends:
         import torch
 
@@ -41,6 +59,8 @@ def run(
     for name in ("numpy", "cupy"):
         if name in backends:
             cases += array_cases(name, quick)
+    if "dask" in backends:
+        cases += dask_cases(quick)
     for case in cases:
         reps = _mlp_repeats(repeats) if case.group.startswith("MLP") else repeats
         measure(case, reps, warmup if not case.group.startswith("MLP") else 1, 0.002 if quick else 0.02)
@@ -78,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m anydrop.bench", description="Side-by-side benchmark: ``python -m anydrop.bench``."
     )
-    parser.add_argument("--backends", default=_BACKENDS, help="comma-separated: numpy,torch,cupy")
+    parser.add_argument("--backends", default=_BACKENDS, help="comma-separated: numpy,torch,dask,cupy")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--quick", action="store_true", help="small shapes and few repeats (a smoke run)")
     parser.add_argument("--repeats", type=int, default=None, help="timed samples per implementation")
@@ -93,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
-    unknown = set(backends) - {"numpy", "torch", "cupy"}
+    unknown = set(backends) - set(_MODULES)
     if unknown:
         parser.error(f"--backends: unknown backend(s) {sorted(unknown)}")
     repeats = args.repeats if args.repeats is not None else (3 if args.quick else 15)

@@ -18,6 +18,8 @@ from typing import Any
 VIT = (64, 197, 768)
 CNN = (64, 256, 28, 28)
 TINY = (2, 4)
+#: A per-sample mask's shape on ViT activations: a tensor that small times the per-call cost.
+PER_SAMPLE = (64, 1, 1)
 #: ``VIT`` and ``CNN`` with a batch of 8, for ``--quick``.
 VIT_QUICK = (8, 197, 768)
 CNN_QUICK = (8, 256, 28, 28)
@@ -26,6 +28,9 @@ CNN_QUICK = (8, 256, 28, 28)
 CLASSIC = "classic two-pass"
 #: The candidate ``x * mask`` with the mask already drawn: one read and one write of ``x``.
 LIMIT = "one-pass limit"
+#: The candidate ``x * (rng.binomial(1, keep, mask_shape).astype(x.dtype) / keep)``: the
+#: plain, unchecked NumPy function anydrop started from.
+SEED = "seed function"
 
 
 def no_sync() -> None:
@@ -47,6 +52,8 @@ class Case:
     number: int = 1  # calls per timed sample
     sync: Callable[[], None] = no_sync
     results: dict[str, float] = field(default_factory=dict)
+    #: Tasks in each candidate's unoptimised graph, for a lazy library (Dask); else empty.
+    graph_tasks: dict[str, int] = field(default_factory=dict)
     rounds: int = 0  # timed samples per candidate, set by measure()
 
 

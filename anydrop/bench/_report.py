@@ -38,6 +38,12 @@ def markdown(cases: Sequence[Case], bias: Sequence[dict[str, Any]], header: str)
                 f"| {case.group} | {case.backend} | {case.dtype} | {shape} | {name} | {_fmt_time(t)} "
                 f"| {gbs} | {ratio} | {of_limit} |"
             )
+    graphs = [case for case in cases if case.graph_tasks]
+    if graphs:
+        lines += ["", "Tasks in each graph (unoptimised, x's own blocks included):", ""]
+        for case in graphs:
+            sizes = ", ".join(f"{name} {n}" for name, n in case.graph_tasks.items())
+            lines.append(f"- {case.group} [{case.backend} {case.dtype}]: {sizes}")
     if bias:
         lines += [
             "",
@@ -68,6 +74,7 @@ def records(cases: Sequence[Case]) -> list[dict[str, Any]]:
             "bytes_moved": c.bytes_moved,
             "median_seconds": c.results,
             "rounds": c.rounds,
+            "graph_tasks": c.graph_tasks,
         }
         for c in cases
     ]

@@ -10,7 +10,7 @@ from typing import Any
 
 import anydrop
 
-from ._measure import CLASSIC, CNN, CNN_QUICK, LIMIT, TINY, VIT, VIT_QUICK, Case
+from ._measure import CLASSIC, CNN, CNN_QUICK, LIMIT, PER_SAMPLE, TINY, VIT, VIT_QUICK, Case
 
 
 def timm_drop() -> Any:
@@ -87,6 +87,20 @@ def torch_cases(torch: Any, device: str, quick: bool) -> list[Case]:
             "float32",
             TINY,
             peers(tiny, False, None),
+            reference,
+            number=200 if quick else 2000,
+            sync=sync,
+        )
+    )
+    # In 16-bit floats the scale takes the unbiased rounding's extra draw: its per-call cost.
+    tiny16 = torch.randn(PER_SAMPLE, device=device, dtype=torch.bfloat16)
+    cases.append(
+        Case(
+            "drop_path fwd, tiny",
+            backend,
+            "bfloat16",
+            PER_SAMPLE,
+            peers(tiny16, False, None),
             reference,
             number=200 if quick else 2000,
             sync=sync,

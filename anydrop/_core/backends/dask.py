@@ -4,11 +4,14 @@
 
 Element i of a mask (C order over its shape) is kept when value i of a
 SplitMix64 stream (PortableRNG's) is below the threshold. Each value is a
-function of its position alone, so the mask is built with Dask array
-arithmetic on index ranges chunked like x: nothing is computed at call time,
-the mask's blocks line up with x's (``x * mask`` is one task per block, no
-rechunk), the result is the same for any chunking of x, and the workers need
-only NumPy and Dask, not anydrop.
+function of its position alone, so the mask's blocks line up with x's
+(``x * mask`` is one task per block, no rechunk), the result is the same for
+any chunking of x, and the workers need only NumPy and Dask, not anydrop. A
+mask of up to ``HOST_MASK_SIZE`` elements (one per sample, as drop path's
+usually is) is computed on the host at call time, which takes microseconds and
+touches no block of x, and enters the graph as data, one task per block; a
+larger one is built lazily with Dask array arithmetic on index ranges chunked
+like x, a dozen tasks per block, so that nothing of its size is made at call time.
 
 A seed, a ``numpy.random.Generator`` or None (the process-wide NumPy
 generator) is turned into the stream's 64-bit key by one draw from that
@@ -28,7 +31,10 @@ from .._portable import UNIFORM_BITS, PortableRNG, mix64, splitmix64_at, take_st
 from .._sources import MaskSource, PortableSource
 from .generic import HostBackend, HostGenerator
 
-__all__ = ["DaskBackend", "DaskPortable", "DaskStream", "stream_masks"]
+__all__ = ["HOST_MASK_SIZE", "DaskBackend", "DaskPortable", "DaskStream", "stream_masks"]
+
+#: The largest mask (in elements) computed on the host: 256 KiB of float32 in the graph at most.
+HOST_MASK_SIZE = 2**16
 
 _REFUSAL = (
     "drop_path_residual does not support Dask arrays: it gathers the kept samples, whose number "
@@ -54,6 +60,13 @@ def stream_masks(  # noqa: PLR0917
         )
     u64 = np.uint64
     chunks = tuple(x.chunks[i] if n == x.shape[i] else (1,) for i, n in enumerate(shape))
+    size = math.prod(shape)
+    if size <= HOST_MASK_SIZE:
+        # The same values as the lazy build below: position i of the C order is element i.
+        host_ints = splitmix64_at(u64, state, start, np.arange(size, dtype=u64)) >> u64(64 - UNIFORM_BITS)
+        host = [(host_ints < u64(t)).astype(dtype).reshape(shape) for t in limits]
+        from_array: Any = da.from_array  # untyped in Dask
+        return [from_array(mask, chunks=chunks) for mask in host]
     ndim = len(shape)
     # Each element's position in the mask's C order, as a sum of one broadcast
     # arange per axis: built per block from the block's offsets, never materialised whole.

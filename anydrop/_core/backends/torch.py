@@ -57,6 +57,53 @@ class TorchGenerator(MaskSource):
         # float32 rather than float64: every device type has it.
         return x.new_empty(shape, dtype=torch.float32).uniform_(0.0, 1.0, generator=self.gen)
 
+    def unbiased(  # noqa: PLR0917
+        self,
+        keep: float,
+        rounding: tuple[float, float, float],
+        shape: tuple[int, ...],
+        dtype: Any,
+        x: Any,
+        xp: Any,
+    ) -> Any:
+        # One uniform u per sample picks among the three values: lo + spacing
+        # when u < keep * frac, lo when u < keep, else 0. That is one draw and
+        # two small ops (bucketize, take) where two Bernoulli masks cost four
+        # more, on a tiny tensor most of the call. u is float64, compared
+        # exactly, as a Bernoulli draw with a float probability is.
+        table = _TABLES.get((keep, dtype, x.device))
+        if table is None:
+            if x.device.type not in {"cpu", "cuda"}:  # float64 may be missing (mps), or no data (meta)
+                return MaskSource.unbiased(self, keep, rounding, shape, dtype, x, xp)
+            table = _one_draw_table(keep, rounding, dtype, x.device)
+        bounds, values, bucketize, float64 = table
+        u = x.new_empty(shape, dtype=float64)
+        gen = self.gen
+        u = u.uniform_() if gen is None else u.uniform_(generator=gen)
+        return values.take(bucketize(u, bounds, right=True))
+
+
+# (keep, dtype, device) -> (bounds, values, torch.bucketize, torch.float64) of TorchGenerator.unbiased.
+_TABLES: dict[tuple[float, Any, Any], tuple[Any, Any, Any, Any]] = {}
+_MAX_TABLES = 256
+
+
+def _one_draw_table(
+    keep: float, rounding: tuple[float, float, float], dtype: Any, dev: Any
+) -> tuple[Any, Any, Any, Any]:
+    """The bucket bounds and values of a 16-bit mask's one draw, cached unless torch.compile is tracing."""
+    import torch
+
+    lo, spacing, frac = rounding
+    bounds = torch.tensor([keep * frac, keep], dtype=torch.float64, device=dev)
+    values = torch.tensor([lo + spacing, lo, 0.0], dtype=dtype, device=dev)
+    table = (bounds, values, torch.bucketize, torch.float64)
+    if not torch.compiler.is_compiling():
+        if len(_TABLES) >= _MAX_TABLES:  # drop_prob can follow a schedule: keep the cache bounded
+            _TABLES.clear()
+        _TABLES[keep, dtype, dev] = table
+    return table
+
 
 _EAGER_PORTABLE: list[type[PortableSource]] = []
 
