@@ -113,6 +113,17 @@ class GlobalView(MaskSource):
         kept, upper = self.inner.bernoulli_pair(keep, frac, shape, dtype, x.to_local(), xp)
         return _spread(kept, shape, x), _spread(upper, shape, x)
 
+    def unbiased(  # noqa: PLR0917
+        self,
+        keep: float,
+        rounding: tuple[float, float, float],
+        shape: tuple[int, ...],
+        dtype: Any,
+        x: Any,
+        xp: Any,
+    ) -> Any:
+        return _spread(self.inner.unbiased(keep, rounding, shape, dtype, x.to_local(), xp), shape, x)
+
     def uniform(self, shape: tuple[int, ...], x: Any, xp: Any) -> Any:
         return _spread(self.inner.uniform(shape, x.to_local(), xp), shape, x)
 
@@ -148,12 +159,18 @@ class ShardLocal(MaskSource):
         mask = TorchGenerator(None).bernoulli(keep, local_shape, dtype, local, xp)
         return self._wrap(mask, placements, shape, x)
 
-    def bernoulli_pair(  # noqa: PLR0917
-        self, keep: float, frac: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any
-    ) -> tuple[Any, Any]:
+    def unbiased(  # noqa: PLR0917
+        self,
+        keep: float,
+        rounding: tuple[float, float, float],
+        shape: tuple[int, ...],
+        dtype: Any,
+        x: Any,
+        xp: Any,
+    ) -> Any:
         placements, local_shape, local = self._local(shape, x)
-        kept, upper = TorchGenerator(None).bernoulli_pair(keep, frac, local_shape, dtype, local, xp)
-        return self._wrap(kept, placements, shape, x), self._wrap(upper, placements, shape, x)
+        mask = TorchGenerator(None).unbiased(keep, rounding, local_shape, dtype, local, xp)
+        return self._wrap(mask, placements, shape, x)
 
     def uniform(self, shape: tuple[int, ...], x: Any, xp: Any) -> Any:
         # drop_path_residual's random subset of the whole batch: every rank must draw the same one.
