@@ -55,26 +55,45 @@ class KeyStream(MaskSource):
         self.key = key
         self.draws = 0
 
-    def next(self) -> Any:
-        """The sub-key of the next draw."""
+    def counter(self) -> int:
+        """The counter of the next draw, reserved: its sub-key is ``fold_in(key, counter)``."""
         if self.key is None:
             raise TypeError(_NO_KEY)
-        import jax
-
         with _COUNTER_LOCK:
             draw = self.draws
             self.draws = draw + 1
-        return jax.random.fold_in(self.key, draw)
+        return draw
 
     def bernoulli(self, keep: float, shape: tuple[int, ...], dtype: Any, x: Any, xp: Any) -> Any:
-        import jax
-
-        return jax.random.bernoulli(self.next(), keep, shape).astype(dtype)
+        return _draws()[0](self.key, self.counter(), keep, shape, dtype)
 
     def uniform(self, shape: tuple[int, ...], x: Any, xp: Any) -> Any:
+        return _draws()[1](self.key, self.counter(), shape)
+
+
+_DRAWS: list[tuple[Any, Any]] = []
+
+
+def _draws() -> tuple[Any, Any]:
+    """The jitted draws (fold_in, then bernoulli or uniform): one dispatch each for eager calls.
+
+    Eager JAX dispatches every operation on its own, and a tiny call is mostly
+    dispatch; under an outer ``jax.jit`` they are inlined. ``keep``, the shape
+    and the dtype are static, so the draw is the one the operations make
+    unjitted, bit for bit (a traced ``keep`` would be compared in another dtype).
+    """
+    if not _DRAWS:
         import jax
 
-        return jax.random.uniform(self.next(), shape)
+        def bernoulli(key: Any, draw: Any, keep: float, shape: tuple[int, ...], dtype: Any) -> Any:
+            return jax.random.bernoulli(jax.random.fold_in(key, draw), keep, shape).astype(dtype)
+
+        def uniform(key: Any, draw: Any, shape: tuple[int, ...]) -> Any:
+            return jax.random.uniform(jax.random.fold_in(key, draw), shape)
+
+        jit: Any = jax.jit  # pyright: ignore[reportUnknownMemberType, reportUnknownVariableType]
+        _DRAWS.append((jit(bernoulli, static_argnums=(2, 3, 4)), jit(uniform, static_argnums=(2,))))
+    return _DRAWS[0]
 
 
 def _refuse_tracer(x: Any, message: str) -> None:
