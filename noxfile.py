@@ -46,8 +46,8 @@ docs
     warnings as errors, then run every example: the doctests of ``docs/*.md``,
     ``README.md`` and the package's docstrings, and the scripts in ``docs/examples/``.
 mutation
-    mutmut over the core's entry points, scale and checks with the NumPy
-    tests (``[tool.mutmut]`` in pyproject.toml); long, and not in the default
+    mutmut over the core (entry points, scale, residual, checks, PortableRNG and
+    the mask sources) with the NumPy tests (``[tool.mutmut]`` in pyproject.toml); long, and not in the default
     run. ``nox -s mutation -- "anydrop._core._scale*"`` mutates one module.
 bench
     ``python -m anydrop.bench``: anydrop, timm, the classic two-pass version and

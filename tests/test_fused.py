@@ -487,3 +487,40 @@ def test_numpy_blocked_add_equals_the_two_pass_add_bit_for_bit(shape):
     np.testing.assert_array_equal(out, two_pass)
     assert out.dtype == x.dtype
     assert out.shape == shape
+
+
+def test_portable_fixed_size_keeps_the_smallest_uniforms_and_dithers_by_the_next_ones(backend):
+    _float16(backend)
+    from tests.portable_spec import spec_uniforms
+
+    # n = 40, k = 30: the kept samples are those of the 30 smallest of the first 40
+    # uniforms; the next 30, one per kept sample in that order, pick the upper
+    # float16 neighbour of n/k = 4/3 when below frac.
+    n, k = 40, 30
+    x = backend.asarray(np.zeros((n, 1)), "float16")
+    rng = PortableRNG(9)
+    out = backend.to_numpy(drop_path_residual(x, _ones_like, 0.25, True, rng=rng, fixed_size=True))[:, 0]
+    assert rng.position == n + k
+    lo = np.float16(n / k)
+    lo = lo if float(lo) < n / k else np.nextafter(lo, np.float16(0))
+    hi = np.nextafter(lo, np.float16(np.inf))
+    frac = (n / k - float(lo)) / (float(hi) - float(lo))
+    order = np.argsort(spec_uniforms(9, 0, n), kind="stable")
+    expected = np.zeros(n, np.float16)
+    expected[order[:k]] = [hi if v < frac else lo for v in spec_uniforms(9, n, k)]
+    assert len(set(expected[order[:k]].tolist())) == 2
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.backends("numpy")
+@pytest.mark.parametrize("rng", [PortableRNG, np.random.default_rng])
+def test_add_in_float16_rounds_as_x_plus_drop_path_does(backend, rng):
+    # The 16-bit mask is of x's dtype: NumPy rounds branch * mask to float16 before the add,
+    # as in x + drop_path(branch), not added in a wider dtype with one rounding. (torch's
+    # fused add rounds once, so this is NumPy's behaviour only.)
+    x = random_batch(backend, (256, 8), "float16", seed=3)
+    branch = random_batch(backend, (256, 8), "float16", seed=4)
+    out = drop_path_add(x, branch, 0.1, True, rng=rng(5))
+    np.testing.assert_array_equal(
+        backend.to_numpy(out), backend.to_numpy(x + drop_path(branch, 0.1, True, rng=rng(5)))
+    )

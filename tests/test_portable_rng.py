@@ -22,11 +22,13 @@ from hypothesis import strategies as st
 
 from anydrop import DropPath, PortableRNG, drop_path
 from tests.helpers import random_batch
-from tests.internals import portable_masks, splitmix64_numpy, splitmix64_python
+from tests.internals import portable_masks, splitmix64_numpy, splitmix64_python, stream_value
 from tests.portable_spec import (
+    GAMMA,
     GOLDEN_BITS,
     GOLDEN_POSITION,
     GOLDEN_SEED,
+    M64,
     mix,
     run_sequence,
     spec_kept,
@@ -220,3 +222,71 @@ def test_works_without_numpy_in_pure_python():
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [GOLDEN_BITS[0], "(0,", "2)", "12"]
+
+
+# The tests below kill mutants that survived `nox -s mutation` (docs/development.md).
+
+
+@pytest.mark.parametrize("seed", [0, 7, GOLDEN_SEED, 2**64 - 1])
+def test_stream_value_is_value_k_of_the_documented_stream(seed):
+    # The per-step seeds of synchronized_rng and the Keras layers: value k of PortableRNG(seed)'s stream.
+    for k in [0, 1, 5, 2**64 - 1]:
+        assert stream_value(seed, k) == mix((mix(seed) + (k + 1) * GAMMA) & M64)
+    assert [(stream_value(seed, k) >> 11) * 2.0**-53 for k in range(4)] == spec_uniforms(seed, 0, 4)
+
+
+def test_a_sample_whose_uniform_equals_keep_is_dropped(backend):
+    # Kept when u < keep, compared exactly: at u == keep the sample is dropped. The first
+    # uniform of seed 1 is at least 0.5, so keep = 1 - (1 - u) is exactly u.
+    u = spec_uniforms(1, 0, 8)
+    assert u[0] >= 0.5
+    drop_prob = 1.0 - u[0]
+    assert 1.0 - drop_prob == u[0]
+    x = backend.asarray(np.ones((8, 1)), "float64")
+    out = backend.to_numpy(drop_path(x, drop_prob, True, rng=PortableRNG(1)))
+    kept = out[:, 0] != 0
+    assert not kept[0]
+    np.testing.assert_array_equal(kept, [v < u[0] for v in u])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"], indirect=True)
+def test_masks_are_of_x_dtype_and_scale_by_one_over_keep_rounded_to_it(backend, dtype):
+    kept_only = backend.asarray(np.ones((40, 1)), dtype)
+    rng = PortableRNG(6)
+    masks = portable_masks(rng, (40, 1), (0.7,), backend.dtype(dtype), x=kept_only, xp=backend.xp)
+    assert str(backend.to_numpy(masks[0]).dtype) == dtype
+    # The mask is drawn in x's dtype and divided by keep there: the scale is 1/keep in that dtype.
+    host = np.random.default_rng(2).uniform(1.0, 2.0, size=(40, 3)).astype(dtype)
+    out = backend.to_numpy(drop_path(backend.asarray(host, dtype), 0.3, True, rng=PortableRNG(6)))
+    kept = spec_kept(6, 0, 40, 0.7)
+    assert 0 < kept.sum() < 40
+    scale = np.ones((), dtype) / np.asarray(0.7, dtype)
+    np.testing.assert_array_equal(out[kept], host[kept] * scale)
+    assert not out[~kept].any()
+
+
+def test_the_pure_python_stream_without_numpy_gives_the_same_uniform_ints():
+    # A process where importing numpy fails: the uniforms come from the pure-Python stream.
+    code = textwrap.dedent(
+        """
+        import sys
+        class NoNumpy:
+            def find_spec(self, name, path=None, target=None):
+                if name == "numpy" or name.startswith("numpy."):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        sys.meta_path.insert(0, NoNumpy())
+        from anydrop import PortableRNG
+        from anydrop._core._portable import take_uniform_ints
+        rng = PortableRNG(2024, position=5)
+        ints, np = take_uniform_ints(rng, 6)
+        assert "numpy" not in sys.modules
+        print(np is None, rng.position, *ints)
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"}
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False, env=env
+    )
+    assert result.returncode == 0, result.stderr
+    expected = [str(int(u * 2**53)) for u in spec_uniforms(2024, 5, 6)]
+    assert result.stdout.split() == ["True", "11", *expected]
