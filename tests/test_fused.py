@@ -489,6 +489,7 @@ def test_numpy_blocked_add_equals_the_two_pass_add_bit_for_bit(shape):
     assert out.shape == shape
 
 
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
 def test_portable_fixed_size_keeps_the_smallest_uniforms_and_dithers_by_the_next_ones(backend):
     _float16(backend)
     from tests.portable_spec import spec_uniforms
