@@ -265,3 +265,18 @@ def test_a_backend_that_is_not_installed_is_skipped_with_a_line(tmp_path, capsys
     assert "cupy is not installed: its cases are skipped" in printed.err
     data = json.loads((tmp_path / "results.json").read_text())
     assert {c["backend"] for c in data["cases"]} == {"numpy"}
+
+
+@pytest.mark.backends("jax")
+def test_jax_cases_compare_eager_and_jitted_calls_with_the_reference(tmp_path):
+    assert bench.main(["--quick", "--repeats", "1", "--backends", "jax", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "results.json").read_text())
+    cases = {case["group"]: case for case in data["cases"]}
+    assert {case["backend"] for case in cases.values()} == {"jax"}
+    assert set(cases["drop_path fwd, tiny"]["median_seconds"]) == {"jax reference", "anydrop"}
+    jitted = set(cases["drop_path fwd (jit), ViT"]["median_seconds"])
+    assert {"jax reference", "anydrop"} <= jitted
+    if importlib.util.find_spec("flax") is not None:
+        assert {"nnx.Dropout", "anydrop.flax.DropPath"} <= jitted
+    for case in cases.values():
+        assert all(t > 0 for t in case["median_seconds"].values())

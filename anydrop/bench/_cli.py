@@ -16,13 +16,14 @@ import anydrop
 
 from ._array_cases import array_cases
 from ._dask_cases import dask_cases
+from ._jax_cases import jax_cases
 from ._measure import Case, machine, measure, reuse_freed_memory
 from ._report import headline, markdown, plot, records
 from ._torch_cases import bias_table, torch_cases
 
-_BACKENDS = "numpy,torch,dask"
+_BACKENDS = "numpy,torch,dask,jax"
 #: The module each backend's cases need.
-_MODULES = {"numpy": "numpy", "torch": "torch", "cupy": "cupy", "dask": "dask.array"}
+_MODULES = {"numpy": "numpy", "torch": "torch", "cupy": "cupy", "dask": "dask.array", "jax": "jax"}
 
 
 def _installed(module: str) -> bool:
@@ -33,7 +34,7 @@ def _installed(module: str) -> bool:
 
 
 def run(
-    backends: Sequence[str] = ("numpy", "torch", "dask"),
+    backends: Sequence[str] = ("numpy", "torch", "dask", "jax"),
     *,
     quick: bool = False,
     repeats: int = 15,
@@ -61,6 +62,8 @@ def run(
             cases += array_cases(name, quick)
     if "dask" in backends:
         cases += dask_cases(quick)
+    if "jax" in backends:
+        cases += jax_cases(quick)
     for case in cases:
         reps = _mlp_repeats(repeats) if case.group.startswith("MLP") else repeats
         measure(case, reps, warmup if not case.group.startswith("MLP") else 1, 0.002 if quick else 0.02)
@@ -98,7 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m anydrop.bench", description="Side-by-side benchmark: ``python -m anydrop.bench``."
     )
-    parser.add_argument("--backends", default=_BACKENDS, help="comma-separated: numpy,torch,dask,cupy")
+    parser.add_argument("--backends", default=_BACKENDS, help="comma-separated: numpy,torch,dask,jax,cupy")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     parser.add_argument("--quick", action="store_true", help="small shapes and few repeats (a smoke run)")
     parser.add_argument("--repeats", type=int, default=None, help="timed samples per implementation")
