@@ -137,4 +137,9 @@ def machine(device: str) -> str:
         text += f", NumPy {numpy.__version__}"
     except ImportError:
         pass
+    for name, module in (("Dask", "dask"), ("JAX", "jax"), ("Flax", "flax")):
+        # Versions of the libraries that are loaded: those whose cases ran.
+        version = getattr(sys.modules.get(module), "__version__", None)
+        if version is not None:
+            text += f", {name} {version}"
     return text
