@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from anydrop import DropPath, DropPathResidual, drop_path, drop_path_add, drop_path_residual
+from anydrop._layers import describe, layer_arguments
 from tests.helpers import random_batch
 
 NUMPY_INTS = [np.int64(1), np.int32(1), np.uint8(1)]
@@ -153,3 +154,18 @@ class TestFlaxLayers:
         assert repr(fdrop.DropPathResidual(_triple, 0.5, fixed_size=False, deterministic=True)) == (
             f"DropPathResidual(branch={_triple!r}, drop_prob=0.500, fixed_size=False, deterministic=True)"
         )
+
+
+def test_layer_arguments_name_the_drop_probability_as_the_layer_does():
+    with pytest.raises(ValueError, match=r"^rate "):
+        layer_arguments(1.5, True, 0, name="rate")
+    with pytest.raises(TypeError, match=r"^p must be a real number"):
+        layer_arguments("0.1", True, 0, name="p")
+
+
+def test_describe_leaves_out_its_defaults():
+    assert describe(0.5) == "drop_prob=0.500"
+    assert (
+        describe(0.5, False, 1, scale_at_test=True)
+        == "drop_prob=0.500, scale_by_keep=False, scale_at_test=True, axis=1"
+    )

@@ -7,7 +7,7 @@ import copy
 import numpy as np
 import pytest
 
-from anydrop import DropPath, drop_path
+from anydrop import DropPath, DropPathResidual, drop_path, drop_path_add, drop_path_residual
 from tests.backends import NO_ADVANCING_RNG, make_generator
 from tests.helpers import kept_samples, random_batch, scaled
 
@@ -176,3 +176,74 @@ class TestTorchModule:
         layer(x)
         twin = copy.deepcopy(layer)
         assert torch.equal(layer(x), twin(x))
+
+
+def _tenfold(a):
+    return 10 * a
+
+
+def test_test_time_scaling_in_eval_mode(backend):
+    x = random_batch(backend, (8, 3))
+    layer = DropPath(0.5, False, rng=0, scale_at_test=True).eval()
+    assert repr(layer) == "DropPath(drop_prob=0.500, scale_by_keep=False, scale_at_test=True, rng=0)"
+    np.testing.assert_allclose(backend.to_numpy(layer(x)), 0.5 * backend.to_numpy(x), rtol=1e-6)
+    zeros = backend.xp.zeros_like(x)
+    np.testing.assert_allclose(backend.to_numpy(layer.add(zeros, x)), 0.5 * backend.to_numpy(x), rtol=1e-6)
+    block = DropPathResidual(_tenfold, 0.5, False, rng=0, scale_at_test=True).eval()
+    assert block.scale_at_test is True
+    np.testing.assert_allclose(backend.to_numpy(block(x)), 6 * backend.to_numpy(x), rtol=1e-6)
+
+
+def test_both_scalings_are_refused_at_construction():
+    with pytest.raises(ValueError, match="scale twice"):
+        DropPath(0.5, scale_at_test=True)
+    with pytest.raises(ValueError, match="scale twice"):
+        DropPathResidual(_tenfold, 0.5, scale_at_test=True)
+
+
+def test_eval_mode_still_checks_the_axis(backend):
+    with pytest.raises(ValueError, match="out of range"):
+        DropPath(0.5, axis=5).eval()(random_batch(backend, (4, 3)))
+
+
+def test_add_forwards_scale_by_keep_and_axis(backend):
+    x, branch = random_batch(backend, (4, 32), seed=1), random_batch(backend, (4, 32), seed=2)
+    for kwargs in ({"scale_by_keep": False}, {"axis": 1}):
+        out = DropPath(0.5, rng=3, **kwargs).add(x, branch)
+        expected = drop_path_add(x, branch, 0.5, True, rng=3, **kwargs)
+        np.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(expected))
+
+
+def test_residual_defaults_and_branch_check():
+    block = DropPathResidual(_tenfold)
+    assert (block.drop_prob, block.scale_by_keep, block.axis, block.fixed_size) == (0.1, True, 0, False)
+    with pytest.raises(TypeError, match=r"^branch must be callable"):
+        DropPathResidual(5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{}, {"scale_by_keep": False}, {"axis": 1}, {"fixed_size": True}, {"fixed_size": True, "axis": 1}],
+)
+def test_residual_forwards_its_arguments(backend, kwargs):
+    x = random_batch(backend, (32, 32))
+    out = DropPathResidual(_tenfold, 0.5, rng=4, **kwargs)(x)
+    expected = drop_path_residual(x, _tenfold, 0.5, True, rng=4, **kwargs)
+    np.testing.assert_array_equal(backend.to_numpy(out), backend.to_numpy(expected))
+    # Kept samples are x + branch(x) / keep with the default scaling, x + branch(x) without it.
+    factor = 11 if kwargs.get("scale_by_keep") is False else 21
+    xs, outs = backend.to_numpy(x), backend.to_numpy(out)
+    kept = np.isclose(outs, factor * xs, rtol=1e-5)
+    assert kept.any()
+    assert (kept | np.isclose(outs, xs)).all()
+
+
+def test_fixed_size_keeps_exactly_that_many_samples(backend):
+    block = DropPathResidual(_tenfold, 0.25, rng=5, fixed_size=True)
+    x = backend.xp.ones((16, 1))
+    for _ in range(4):
+        assert int(np.isclose(backend.to_numpy(block(x)), 1 + 10 / 0.75).sum()) == 12
+
+
+def test_repr_rounds_drop_prob_to_three_places():
+    assert repr(DropPath(0.0004999)) == "DropPath(drop_prob=0.000)"
