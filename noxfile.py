@@ -47,8 +47,9 @@ docs
     ``README.md`` and the package's docstrings, and the scripts in ``docs/examples/``.
 mutation
     mutmut over the core (entry points, scale, residual, checks, PortableRNG and
-    the mask sources) with the NumPy tests (``[tool.mutmut]`` in pyproject.toml); long, and not in the default
-    run. ``nox -s mutation -- "anydrop._core._scale*"`` mutates one module.
+    the mask sources) and the framework-neutral layers with the NumPy tests
+    (``[tool.mutmut]`` in pyproject.toml); long, and not in the default run.
+    ``nox -s mutation -- "anydrop._core._scale*"`` mutates one module.
 bench
     ``python -m anydrop.bench``: anydrop, timm, the classic two-pass version and
     the one-pass memory limit side by side (minutes; not in the default run).
@@ -296,7 +297,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session(default=False)
 def mutation(session: nox.Session) -> None:
-    """Mutation testing of the core with mutmut, against the NumPy tests (long; not in the default run)."""
+    """Mutation testing of the core and layers with mutmut, against the NumPy tests (long; not by default)."""
     # [tool.mutmut] in pyproject.toml says which files are mutated and which tests
     # run. Niced: it keeps every CPU busy for a long while. Arguments after -- go
     # to `mutmut run`: mutant names or patterns, e.g. "anydrop._core._scale*".

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from anydrop import DropPath, DropPathResidual, drop_path, drop_path_add, drop_path_residual
-from tests.backends import NO_ADVANCING_RNG, make_generator
+from tests.backends import NO_ADVANCING_RNG, RESIDUAL_GATHERS, make_generator
 from tests.helpers import kept_samples, random_batch, scaled
 
 
@@ -221,6 +221,7 @@ def test_residual_defaults_and_branch_check():
         DropPathResidual(5)
 
 
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
 @pytest.mark.parametrize(
     "kwargs",
     [{}, {"scale_by_keep": False}, {"axis": 1}, {"fixed_size": True}, {"fixed_size": True, "axis": 1}],
@@ -238,6 +239,7 @@ def test_residual_forwards_its_arguments(backend, kwargs):
     assert (kept | np.isclose(outs, xs)).all()
 
 
+@pytest.mark.skip_backends(**RESIDUAL_GATHERS)
 def test_fixed_size_keeps_exactly_that_many_samples(backend):
     block = DropPathResidual(_tenfold, 0.25, rng=5, fixed_size=True)
     x = backend.xp.ones((16, 1))
