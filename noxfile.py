@@ -66,14 +66,22 @@ ANYDROP_CUPY_REQUIREMENT
 ANYDROP_JAX_REQUIREMENT
     What the jax and docs sessions install (default ``jax[cpu]``; e.g. ``jax[cuda12]``
     for a GPU).
+ANYDROP_DISCARD_VENVS
+    Set to 1 to remove each session's virtual environment when the session ends,
+    passed or failed, so that the disk holds one at a time (the timm session's
+    alone is several GB). ``.ci/run`` sets it; the next ``nox`` then installs
+    everything again.
 """
 
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import nox
 
@@ -120,6 +128,22 @@ PARALLEL = {
 }
 
 
+def _discard_venv(func: Callable[..., None]) -> Callable[..., None]:
+    """Remove the session's virtual environment after it runs, where ANYDROP_DISCARD_VENVS=1."""
+
+    @functools.wraps(func)
+    def run(session: nox.Session, *args: Any, **kwargs: Any) -> None:
+        try:
+            func(session, *args, **kwargs)
+        finally:
+            location = getattr(session.virtualenv, "location", None)
+            if os.environ.get("ANYDROP_DISCARD_VENVS") == "1" and location:
+                session.log(f"removing {location} (ANYDROP_DISCARD_VENVS=1)")
+                shutil.rmtree(location, ignore_errors=True)
+
+    return run
+
+
 def _cuda_driver_version() -> int | None:
     """The CUDA driver's version if a CUDA device is present, else None, without cupy."""
     for name in ("libcuda.so.1", "libcuda.so", "nvcuda.dll"):
@@ -147,6 +171,7 @@ def _cupy_requirement(driver: int) -> str:
 
 @nox.session
 @nox.parametrize("backend", [nox.param(b, id=b) for b in [*BACKENDS, "keras"]])
+@_discard_venv
 def tests(session: nox.Session, backend: str) -> None:
     """Run the test suite on one array library, or the Keras layers' tests on each Keras backend."""
     if backend == "keras":
@@ -193,6 +218,7 @@ def _keras_tests(session: nox.Session) -> None:
 
 
 @nox.session
+@_discard_venv
 def timm(session: nox.Session) -> None:
     """Real timm and torchvision models with their drop-path modules swapped for anydrop's."""
     session.install(*TIMM_STACK)
@@ -201,6 +227,7 @@ def timm(session: nox.Session) -> None:
 
 
 @nox.session
+@_discard_venv
 def lint(session: nox.Session) -> None:
     """ruff check and format check, and the strict type check."""
     # The libraries whose types the code is checked against: NumPy, PyTorch, JAX, Flax and Equinox
@@ -217,6 +244,7 @@ def lint(session: nox.Session) -> None:
 
 
 @nox.session
+@_discard_venv
 def build(session: nox.Session) -> None:
     """Build, check, install into a fresh environment and inspect the sdist and wheel."""
     session.install("build", "twine>=6.1", "pytest>=8", "numpy")
@@ -257,6 +285,7 @@ print("anydrop", anydrop.__version__, "imports from", where.parent)
 
 
 @nox.session
+@_discard_venv
 def mindeps(session: nox.Session) -> None:
     """The NumPy tests with anydrop's dependencies pinned to their lowest allowed versions."""
     requirements = nox.project.load_toml("pyproject.toml")["project"]["dependencies"]
@@ -273,6 +302,7 @@ def mindeps(session: nox.Session) -> None:
 
 
 @nox.session
+@_discard_venv
 def docs(session: nox.Session) -> None:
     """Build the documentation with warnings as errors and run every example in it."""
     # Every library an example imports: the pages, README.md and the docstrings cover them all.
@@ -296,6 +326,7 @@ def docs(session: nox.Session) -> None:
 
 
 @nox.session(default=False)
+@_discard_venv
 def mutation(session: nox.Session) -> None:
     """Mutation testing of the core and layers with mutmut, against the NumPy tests (long; not by default)."""
     # [tool.mutmut] in pyproject.toml says which files are mutated and which tests
@@ -307,6 +338,7 @@ def mutation(session: nox.Session) -> None:
 
 
 @nox.session
+@_discard_venv
 def bench(session: nox.Session) -> None:
     """The side-by-side benchmark; writes bench-results/results.{md,json,png}."""
     session.install(TORCH, "numpy", "matplotlib")
