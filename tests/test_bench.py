@@ -23,7 +23,7 @@ TINY, VIT, CNN, BWD = (
     "drop_path fwd+bwd, ViT",
 )
 ADD, MLP = "residual add fwd, ViT", "MLP residual p=0.5 fwd+bwd, ViT"
-CLASSIC = "classic two-pass"
+CLASSIC, COPY = "classic two-pass", "copy (x.clone())"
 
 TOPIC = re.compile(r"- ([^,]+), ([^\s,]+)")
 RATIO = re.compile(r"(\d+\.\d\d)x")
@@ -66,6 +66,9 @@ def test_quick_benchmark_writes_consistent_results(backend, quick_run):
         assert data["bias"]
         for row in data["bias"]:
             assert abs(row["anydrop"]) <= 2e-4
+        _assert_memory_rows(data, table)
+    else:
+        assert data["memory"] == []
 
     # headline.md is the headline of results.json, and names the run.
     headline = (tmp_path / "headline.md").read_text(encoding="utf-8")
@@ -87,16 +90,40 @@ def test_headline_leaves_out_what_the_run_did_not_measure(backend, quick_run):
     trimmed = copy.deepcopy(data)
     gone = MLP if backend.name == "torch" else TINY
     trimmed["cases"] = [c for c in data["cases"] if c["group"] != gone]
+    trimmed["memory"] = []
     expected = _expected_bullets(trimmed)
     _assert_figures_match(bench.headline(trimmed).splitlines()[2:], expected)
     if backend.name == "torch":
         assert "drop_path_residual" not in bench.headline(trimmed)
-        assert len(expected) == len(full.splitlines()[2:]) - 1
+        assert "peak memory" not in bench.headline(trimmed)
+        assert len(expected) == len(full.splitlines()[2:]) - 2
     else:
         assert "per-call" not in bench.headline(trimmed)
 
-    nothing = {**data, "cases": [], "bias": []}
+    nothing = {**data, "cases": [], "bias": [], "memory": []}
     assert bench.headline(nothing) == full.splitlines()[0] + "\n"
+
+
+def _assert_memory_rows(data, table):
+    """The peak-memory cases: every candidate measured and in the table, and what anydrop claims."""
+    memory = {m["group"]: m for m in data["memory"]}
+    assert set(memory) == {BWD, MLP}
+    for case in memory.values():
+        peaks = case["peak_bytes"]
+        assert case["reference"] in peaks
+        assert all(isinstance(n, int) and n > 0 for n in peaks.values())
+        for name in peaks:
+            assert f"| {case['group']} | torch cpu | float32 | 8x197x768 | {name} |" in table
+    batch, *rest = memory[BWD]["shape"]
+    x_bytes = 4 * batch * math.prod(rest)
+    single = memory[BWD]["peak_bytes"]
+    # A copy's step allocates its output and the gradient of x; drop_path's allocates that and its mask.
+    assert single[COPY] == 2 * x_bytes
+    assert single["anydrop"] == single[COPY] + 4 * batch
+    block = memory[MLP]["peak_bytes"]
+    assert block["x + anydrop(mlp(x))"] == block["x + timm(mlp(x))"]
+    # Running the branch on the kept samples only keeps about that share of its activations.
+    assert block["drop_path_residual fixed_size"] < 0.7 * block["x + timm(mlp(x))"]
 
 
 def _assert_figures_match(bullets, expected):
@@ -149,6 +176,14 @@ def _expected_bullets(data):
             residual = ratio("torch", MLP, "float32", "drop_path_residual", "x + timm(mlp(x))")
             fixed = ratio("torch", MLP, "float32", "drop_path_residual fixed_size", "x + timm(mlp(x))")
             bullets.append(f"- PyTorch (cpu), `drop_path_residual` {residual} {fixed}")
+        peaks = {m["group"]: m["peak_bytes"] for m in data.get("memory", [])}
+        if {BWD, MLP} <= peaks.keys():
+            single, block = peaks[BWD], peaks[MLP]
+            timm, fixed = block["x + timm(mlp(x))"], block["drop_path_residual fixed_size"]
+            bullets.append(
+                f"- PyTorch (cpu), peak {single['anydrop'] / single[COPY]:.2f}x "
+                f"{block['drop_path_residual'] / timm:.2f}x {fixed / timm:.2f}x"
+            )
         bullets.append(
             f"- PyTorch (cpu), bfloat16 {drop_path('bfloat16')} {bf16['anydrop']:+.1e} {bf16['timm']:+.1e}"
         )
@@ -208,6 +243,29 @@ def test_headline_text_from_a_summary():
             {"dtype": "bfloat16", "drop_prob": 0.1, "n": 100, "timm": -1.6e-3, "anydrop": 3.3e-6},
             {"dtype": "float16", "drop_prob": 0.1, "n": 100, "timm": 2e-4, "anydrop": 1e-7},
         ],
+        "memory": [
+            {
+                "group": BWD,
+                "backend": "torch cpu",
+                "dtype": "float32",
+                "shape": [64, 197, 768],
+                "reference": COPY,
+                "peak_bytes": {COPY: 1000, "timm": 1001, "anydrop": 1001},
+            },
+            {
+                "group": MLP,
+                "backend": "torch cpu",
+                "dtype": "float32",
+                "shape": [64, 197, 768],
+                "reference": "x + timm(mlp(x))",
+                "peak_bytes": {
+                    "x + timm(mlp(x))": 1000,
+                    "x + anydrop(mlp(x))": 1000,
+                    "drop_path_residual": 560,
+                    "drop_path_residual fixed_size": 580,
+                },
+            },
+        ],
     }
     assert bench.headline(summary) == (
         "From one run of `python -m anydrop.bench --malloc reuse`: anydrop 0.1.0 benchmark: a machine\n"
@@ -220,6 +278,9 @@ def test_headline_text_from_a_summary():
         "- PyTorch (cpu), `drop_path_residual`, MLP 768 -> 3072 -> 768 on `(64, 197, 768)` at"
         " `drop_prob=0.5`, forward and backward: 0.50x the time of `x + timm.drop_path(mlp(x))`,"
         " 0.55x with `fixed_size=True`;\n"
+        "- PyTorch (cpu), peak memory of a float32 training step (forward and backward) on `(64, 197, 768)`:"
+        " `drop_path` 1.00x a copy's (`x.clone()`); `drop_path_residual` 0.56x `x + timm.drop_path(mlp(x))`'s"
+        " at `drop_prob=0.5`, 0.58x with `fixed_size=True`;\n"
         "- PyTorch (cpu), bfloat16 `(64, 197, 768)`: 1.20x timm's time, 0.67 of the one-pass limit;"
         " mean scale bias at `drop_prob=0.1`: +3.3e-06 against timm's -1.6e-03;\n"
         "- NumPy, per-call cost on a `(2, 4)` float32 array: 1.60x the classic two-pass version's time"
@@ -232,9 +293,15 @@ def test_headline_text_from_a_summary():
         }
     for row in summary["bias"]:
         del row["timm"]
+    single, block = summary["memory"]
+    del single["peak_bytes"]["timm"], block["peak_bytes"]["x + timm(mlp(x))"]
+    block["reference"] = "x + anydrop(mlp(x))"
     assert bench.headline(summary) == (
         "From one run of `python -m anydrop.bench --malloc reuse`: anydrop 0.1.0 benchmark: a machine\n"
         "\n"
+        "- PyTorch (cpu), peak memory of a float32 training step (forward and backward) on `(64, 197, 768)`:"
+        " `drop_path` 1.00x a copy's (`x.clone()`); `drop_path_residual` 0.56x `x + drop_path(mlp(x))`'s"
+        " at `drop_prob=0.5`, 0.58x with `fixed_size=True`;\n"
         "- NumPy, per-call cost on a `(2, 4)` float32 array: 1.60x the classic two-pass version's time"
         " (8.0 us against 5.0 us); float32 `(64, 197, 768)`: 0.60x, 0.67 of the one-pass limit.\n"
     )
@@ -280,3 +347,25 @@ def test_jax_cases_compare_eager_and_jitted_calls_with_the_reference(tmp_path):
         assert {"nnx.Dropout", "anydrop.flax.DropPath"} <= jitted
     for case in cases.values():
         assert all(t > 0 for t in case["median_seconds"].values())
+
+
+@pytest.mark.backends("torch")
+def test_peak_bytes_follows_allocations_and_frees_in_forward_and_backward():
+    import torch
+
+    from anydrop.bench._memory import peak_bytes
+
+    before = torch.zeros(1000)
+
+    def step():
+        a = torch.ones(1000)  # 4,000 bytes
+        b = a * 2  # 8,000 live
+        del a, b
+        torch.ones(500)  # 2,000, freed at once
+        before.add_(1)  # in place, into a tensor from before the step: nothing new
+
+    assert peak_bytes(step) == 8000
+    w = torch.ones(1000, requires_grad=True)
+    # The forward pass allocates a 4-byte sum; the backward pass the 4,000-byte gradient of w.
+    assert peak_bytes(lambda: w.sum().backward()) >= 4000
+    assert w.grad is not None

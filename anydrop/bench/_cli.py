@@ -18,8 +18,9 @@ from ._array_cases import array_cases
 from ._dask_cases import dask_cases
 from ._jax_cases import jax_cases
 from ._measure import Case, machine, measure, reuse_freed_memory
-from ._report import headline, markdown, plot, records
-from ._torch_cases import bias_table, torch_cases
+from ._memory import MemoryCase, measure_memory, memory_cases
+from ._report import headline, markdown, memory_records, plot, records
+from ._torch_cases import bias_table, timm_drop, torch_cases
 
 _BACKENDS = "numpy,torch,dask,jax"
 #: The module each backend's cases need.
@@ -40,13 +41,16 @@ def run(
     repeats: int = 15,
     warmup: int = 3,
     device: str = "cpu",
-) -> tuple[list[Case], list[dict[str, Any]]]:
-    """Measure every case for ``backends``; return the cases (with results) and the bias rows.
+) -> tuple[list[Case], list[dict[str, Any]], list[MemoryCase]]:
+    """Measure every case for ``backends``.
 
-    A backend whose library is not installed is skipped, with a line on stderr saying so.
+    Returns the timed cases (with their medians), the bias rows of the 16-bit
+    scale, and the peak-memory cases (PyTorch's), in that order. A backend
+    whose library is not installed is skipped, with a line on stderr saying so.
     """
     cases: list[Case] = []
     bias: list[dict[str, Any]] = []
+    memory: list[MemoryCase] = []
     missing = [name for name in backends if not _installed(_MODULES[name])]
     for name in missing:
         print(f"{name} is not installed: its cases are skipped", file=sys.stderr, flush=True)
@@ -57,6 +61,7 @@ def run(
         torch.manual_seed(0)
         cases += torch_cases(torch, device, quick)
         bias = bias_table(torch, device, n=200_000 if quick else 2_000_000)
+        memory = memory_cases(torch, device, timm_drop(), quick)
     for name in ("numpy", "cupy"):
         if name in backends:
             cases += array_cases(name, quick)
@@ -68,7 +73,10 @@ def run(
         reps = _mlp_repeats(repeats) if case.group.startswith("MLP") else repeats
         measure(case, reps, warmup if not case.group.startswith("MLP") else 1, 0.002 if quick else 0.02)
         print(f"measured: {case.group} [{case.backend} {case.dtype}]", file=sys.stderr, flush=True)
-    return cases, bias
+    for mem in memory:
+        measure_memory(mem)
+        print(f"measured peak memory: {mem.group} [{mem.backend} {mem.dtype}]", file=sys.stderr, flush=True)
+    return cases, bias, memory
 
 
 def _mlp_repeats(repeats: int) -> int:
@@ -127,23 +135,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not reuse_freed_memory():
             parser.error("--malloc reuse needs glibc (Linux)")
         malloc = "freed buffers reused (mallopt)"
-    cases, bias = run(backends, quick=args.quick, repeats=repeats, device=args.device)
+    cases, bias, memory = run(backends, quick=args.quick, repeats=repeats, device=args.device)
     header = (
         f"anydrop {anydrop.__version__} benchmark{' (quick)' if args.quick else ''}: "
         f"{machine(args.device)}; malloc: {malloc}; medians of {repeats} or more interleaved "
         f"repeats ({_mlp_repeats(repeats)} or more for the MLP case), drop_prob 0.1 unless stated"
     )
-    text = markdown(cases, bias, header)
+    text = markdown(cases, bias, header, memory)
     print(text)
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text, encoding="utf-8")
-    summary = {"machine": header, "command": _command(args, backends), "cases": records(cases), "bias": bias}
+    summary = {
+        "machine": header,
+        "command": _command(args, backends),
+        "cases": records(cases),
+        "bias": bias,
+        "memory": memory_records(memory),
+    }
     summary_json = json.dumps(summary, indent=1)
     (out / "results.json").write_text(summary_json, encoding="utf-8")
     # From the JSON text, not the dict: what headline.md says is what results.json re-renders to.
     (out / "headline.md").write_text(headline(json.loads(summary_json)), encoding="utf-8")
-    if plot(cases, out / "results.png"):
+    if plot(cases, out / "results.png", memory):
         print(f"wrote {out / 'results.png'}", file=sys.stderr)
     else:
         print("matplotlib is not installed: no plot written", file=sys.stderr)

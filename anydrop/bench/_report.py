@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._measure import CLASSIC, Case
+from ._memory import COPY, MemoryCase
 
 
 def _fmt_time(seconds: float) -> str:
@@ -17,8 +18,14 @@ def _fmt_time(seconds: float) -> str:
     return f"{seconds:.2f} s"
 
 
-def markdown(cases: Sequence[Case], bias: Sequence[dict[str, Any]], header: str) -> str:
-    """The results as markdown: one row per case and implementation."""
+def _fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def markdown(
+    cases: Sequence[Case], bias: Sequence[dict[str, Any]], header: str, memory: Sequence[MemoryCase] = ()
+) -> str:
+    """The results as markdown: one row per case and implementation, then the bias and peak-memory tables."""
     lines = [
         header,
         "",
@@ -58,6 +65,24 @@ def markdown(cases: Sequence[Case], bias: Sequence[dict[str, Any]], header: str)
                 f"| {row['dtype']} | {row['drop_prob']} | {row.get('timm', float('nan')):+.1e} "
                 f"| {row['anydrop']:+.1e} |"
             )
+    if memory:
+        lines += [
+            "",
+            "Peak memory of one training step (forward and backward): the most bytes that the tensors "
+            "the step allocates hold at once, inputs and parameters not included:",
+            "",
+            "| case | backend | dtype | shape | implementation | peak | vs reference |",
+            "| --- | --- | --- | --- | --- | ---: | ---: |",
+        ]
+        for mem in memory:
+            ref = mem.peak_bytes[mem.reference]
+            shape = "x".join(map(str, mem.shape))
+            for name, n in mem.peak_bytes.items():
+                ratio = "1 (ref)" if name == mem.reference else f"{n / ref:.2f}x"
+                lines.append(
+                    f"| {mem.group} | {mem.backend} | {mem.dtype} | {shape} | {name} | {_fmt_bytes(n)} "
+                    f"| {ratio} |"
+                )
     return "\n".join(lines) + "\n"
 
 
@@ -80,8 +105,23 @@ def records(cases: Sequence[Case]) -> list[dict[str, Any]]:
     ]
 
 
-def plot(cases: Sequence[Case], path: pathlib.Path) -> bool:
-    """Write a bar chart of time relative to each case's reference; False without matplotlib."""
+def memory_records(memory: Sequence[MemoryCase]) -> list[dict[str, Any]]:
+    """The peak-memory cases as the JSON records of ``results.json``."""
+    return [
+        {
+            "group": m.group,
+            "backend": m.backend,
+            "dtype": m.dtype,
+            "shape": list(m.shape),
+            "reference": m.reference,
+            "peak_bytes": m.peak_bytes,
+        }
+        for m in memory
+    ]
+
+
+def plot(cases: Sequence[Case], path: pathlib.Path, memory: Sequence[MemoryCase] = ()) -> bool:
+    """Bar charts of time and of peak memory, relative to each case's reference; False without matplotlib."""
     try:
         import matplotlib
 
@@ -89,20 +129,36 @@ def plot(cases: Sequence[Case], path: pathlib.Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    labels, ratios, colors = [], [], []
     palette = {"anydrop": "tab:blue", "drop_path_add": "tab:blue", "drop_path_residual": "tab:blue"}
-    for case in cases:
-        ref = case.results[case.reference]
-        for name, t in case.results.items():
-            labels.append(f"{case.group} [{case.backend} {case.dtype}]: {name}")
-            ratios.append(t / ref)
-            colors.append(next((c for k, c in palette.items() if k in name), "tab:gray"))
-    fig, ax = plt.subplots(figsize=(10, 0.28 * len(labels) + 1.5))
-    ax.barh(range(len(labels)), ratios, color=colors)
-    ax.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.axvline(1.0, color="black", linewidth=0.8)
-    ax.set_xlabel("median time relative to the case's reference (lower is faster; anydrop in blue)")
+
+    def bars(rows: Sequence[tuple[str, dict[str, Any], str]]) -> tuple[list[str], list[float], list[str]]:
+        labels, ratios, colors = [], [], []
+        for label, values, reference in rows:
+            for name, value in values.items():
+                labels.append(f"{label}: {name}")
+                ratios.append(value / values[reference])
+                colors.append(next((c for k, c in palette.items() if k in name), "tab:gray"))
+        return labels, ratios, colors
+
+    panels = [
+        (
+            bars([(f"{c.group} [{c.backend} {c.dtype}]", c.results, c.reference) for c in cases]),
+            "median time relative to the case's reference (lower is faster; anydrop in blue)",
+        )
+    ]
+    if memory:
+        rows = [(f"{m.group} [{m.backend} {m.dtype}]", m.peak_bytes, m.reference) for m in memory]
+        panels.append((bars(rows), "peak memory of a training step relative to the case's reference"))
+    heights = [len(labels) + 4 for (labels, _, _), _ in panels]
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(10, 0.28 * sum(heights)), height_ratios=heights, squeeze=False
+    )
+    for ax, ((labels, ratios, colors), xlabel) in zip(axes[:, 0], panels, strict=True):
+        ax.barh(range(len(labels)), ratios, color=colors)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.invert_yaxis()
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xlabel(xlabel)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -220,6 +276,39 @@ def _torch_mlp(cases: Sequence[_Record]) -> str:
     return text
 
 
+def _torch_memory(memory: Sequence[_Record]) -> str:
+    """Peak memory of a training step: drop_path against a copy, drop_path_residual against the block."""
+    residual = "drop_path_residual"
+    blocks = {
+        "x + timm(mlp(x))": "`x + timm.drop_path(mlp(x))`",
+        "x + anydrop(mlp(x))": "`x + drop_path(mlp(x))`",
+    }
+    parts: list[str] = []
+    first = None
+    for record in memory:
+        peaks, reference = record["peak_bytes"], record["reference"]
+        if not record["backend"].startswith("torch") or record["dtype"] != "float32":
+            continue
+        if record["group"] == "drop_path fwd+bwd, ViT" and {"anydrop", COPY} <= peaks.keys():
+            parts.append(f"`drop_path` {peaks['anydrop'] / peaks[COPY]:.2f}x a copy's (`x.clone()`)")
+        elif record["group"] == "MLP residual p=0.5 fwd+bwd, ViT" and {residual, reference} <= peaks.keys():
+            block = blocks.get(reference, f"`{reference}`")
+            text = f"`drop_path_residual` {peaks[residual] / peaks[reference]:.2f}x {block}'s"
+            text += " at `drop_prob=0.5`"
+            if f"{residual} fixed_size" in peaks:
+                text += f", {peaks[f'{residual} fixed_size'] / peaks[reference]:.2f}x with `fixed_size=True`"
+            parts.append(text)
+        else:
+            continue
+        first = first or record
+    if first is None:
+        return ""
+    return (
+        f"- {_library(first)}, peak memory of a float32 training step (forward and backward) on "
+        f"{_shape(first)}: " + "; ".join(parts)
+    )
+
+
 def _array(cases: Sequence[_Record], library: str) -> str:
     """NumPy or CuPy: drop_path against the classic two-pass version, per call and on a large array."""
     against = "the classic two-pass version's time"
@@ -248,7 +337,8 @@ def headline(summary: dict[str, Any]) -> str:
     ----------
     summary : dict
         What ``python -m anydrop.bench`` writes to ``results.json``: the keys
-        ``"command"``, ``"machine"``, ``"cases"`` and ``"bias"``.
+        ``"command"``, ``"machine"``, ``"cases"`` and ``"bias"``, and
+        ``"memory"`` (the peak-memory cases) where the run measured them.
 
     Returns
     -------
@@ -272,6 +362,7 @@ def headline(summary: dict[str, Any]) -> str:
         _torch_dtype(cases, "float32", summary["bias"]),
         _torch_add(cases),
         _torch_mlp(cases),
+        _torch_memory(summary.get("memory", [])),
         _torch_dtype(cases, "bfloat16", summary["bias"]),
         _array(cases, "numpy"),
         _array(cases, "cupy"),
