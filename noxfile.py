@@ -45,11 +45,14 @@ docs
     Build the documentation (Sphinx, ``docs/``) into ``docs/_build/html`` with
     warnings as errors, then run every example: the doctests of ``docs/*.md``,
     ``README.md`` and the package's docstrings, and the scripts in ``docs/examples/``.
-mutation
+mutation(numpy), mutation(torch), mutation(jax)
     mutmut over the core (entry points, scale, residual, checks, PortableRNG and
     the mask sources) and the framework-neutral layers with the NumPy tests
-    (``[tool.mutmut]`` in pyproject.toml); long, and not in the default run.
-    ``nox -s mutation -- "anydrop._core._scale*"`` mutates one module.
+    (``[tool.mutmut]`` in pyproject.toml); over anydrop.torch, its rank helpers
+    and the torch backend with the torch tests; over anydrop.flax,
+    anydrop.equinox and the JAX backend with the JAX tests (``MUTATION`` below;
+    each in its own ``.mutation-BACKEND/`` folder). Long, and not in the default
+    run. ``nox -s "mutation(numpy)" -- "anydrop._core._scale*"`` mutates one module.
 bench
     ``python -m anydrop.bench``: anydrop, timm, the classic two-pass version and
     the one-pass memory limit side by side (minutes; not in the default run).
@@ -77,7 +80,9 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import json
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -325,16 +330,86 @@ def docs(session: nox.Session) -> None:
         session.run("python", "-W", "error", str(script))
 
 
+#: The files that only one library's tests reach, mutated by ``nox -s "mutation(BACKEND)"``, and the
+#: tests run against their mutants. ``mutation(numpy)`` uses ``[tool.mutmut]`` in pyproject.toml.
+MUTATION = {
+    "torch": (
+        ["anydrop/torch.py", "anydrop/_torch_ranks.py", "anydrop/_core/backends/torch.py"],
+        [
+            "tests/test_torch.py",
+            "tests/test_torch_checkpoint.py",
+            "tests/test_torch_tracing.py",
+            "tests/test_drop_path.py",
+            "tests/test_fused.py",
+            "tests/test_bad_inputs.py",
+        ],
+    ),
+    "jax": (
+        ["anydrop/flax.py", "anydrop/equinox.py", "anydrop/_core/backends/jax.py"],
+        [
+            "tests/test_jax.py",
+            "tests/test_equinox.py",
+            "tests/test_drop_path.py",
+            "tests/test_fused.py",
+            "tests/test_bad_inputs.py",
+        ],
+    ),
+}
+
+
 @nox.session(default=False)
+@nox.parametrize("backend", [nox.param(b, id=b) for b in ["numpy", *MUTATION]])
 @_discard_venv
-def mutation(session: nox.Session) -> None:
-    """Mutation testing of the core and layers with mutmut, against the NumPy tests (long; not by default)."""
-    # [tool.mutmut] in pyproject.toml says which files are mutated and which tests
+def mutation(session: nox.Session, backend: str) -> None:
+    """Mutation testing with mutmut: the core and layers on NumPy, the wrappers on their library (long)."""
+    # [tool.mutmut] in pyproject.toml says which files mutmut(numpy) mutates and which tests
     # run. Niced: it keeps every CPU busy for a long while. Arguments after -- go
     # to `mutmut run`: mutant names or patterns, e.g. "anydrop._core._scale*".
     session.install("mutmut>=3", "-e", ".[test]")
-    session.run("nice", "-n", "10", "mutmut", "run", "--max-children", "2", *session.posargs, external=True)
-    session.run("mutmut", "results")
+    workdir = Path()
+    if backend == "torch":
+        session.install(TORCH)
+    elif backend == "jax":
+        session.install(JAX, "flax", "equinox")
+    if backend != "numpy":
+        workdir = _mutation_copy(backend, *MUTATION[backend])
+    with session.chdir(workdir):
+        session.run(
+            "nice", "-n", "10", "mutmut", "run", "--max-children", "2", *session.posargs, external=True
+        )
+        session.run("mutmut", "results")
+
+
+def _mutation_copy(backend: str, files: list[str], tests: list[str]) -> Path:
+    """A copy of the package and tests in ``.mutation-BACKEND/`` whose [tool.mutmut] mutates ``files``.
+
+    mutmut reads its settings from pyproject.toml in the folder it runs in and
+    keeps its mutants and results there (``mutants/``), so each library's run
+    has a folder of its own; a second run there resumes the first.
+    """
+    workdir = Path(f".mutation-{backend}")
+    workdir.mkdir(exist_ok=True)
+    for name in ("anydrop", "tests"):
+        shutil.rmtree(workdir / name, ignore_errors=True)
+        shutil.copytree(name, workdir / name)
+    shutil.copy("conftest.py", workdir)
+    table = "\n".join(
+        [
+            "[tool.mutmut]",
+            'source_paths = ["anydrop/"]',
+            f"only_mutate = {json.dumps(files)}",
+            'also_copy = ["conftest.py"]',
+            f"pytest_add_cli_args = {json.dumps([f'--backend={backend}', '-p', 'no:cacheprovider'])}",
+            f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
+            "",
+        ]
+    )
+    text = Path("pyproject.toml").read_text(encoding="utf-8")
+    text = re.sub(
+        r"\[tool\.mutmut\]\n.*?(?=^\[)", lambda _: table + "\n", text, flags=re.DOTALL | re.MULTILINE
+    )
+    (workdir / "pyproject.toml").write_text(text, encoding="utf-8")
+    return workdir
 
 
 @nox.session
