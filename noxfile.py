@@ -330,19 +330,22 @@ def docs(session: nox.Session) -> None:
         session.run("python", "-W", "error", str(script))
 
 
-#: The files that only one library's tests reach, mutated by ``nox -s "mutation(BACKEND)"``, and the
-#: tests run against their mutants. ``mutation(numpy)`` uses ``[tool.mutmut]`` in pyproject.toml.
+#: The files that only one library's tests reach, mutated by ``nox -s "mutation(BACKEND)"``, the
+#: tests run against their mutants, and more pytest arguments. ``mutation(numpy)`` uses
+#: ``[tool.mutmut]`` in pyproject.toml.
 MUTATION = {
     "torch": (
         ["anydrop/torch.py", "anydrop/_torch_ranks.py", "anydrop/_core/backends/torch.py"],
         [
             "tests/test_torch.py",
             "tests/test_torch_checkpoint.py",
-            "tests/test_torch_tracing.py",
             "tests/test_drop_path.py",
             "tests/test_fused.py",
             "tests/test_bad_inputs.py",
         ],
+        # mutmut's trampolines read a ContextVar, which dynamo cannot trace: the
+        # torch.compile tests fail on every mutant, so they are left out.
+        ["-k", "not compile"],
     ),
     "jax": (
         ["anydrop/flax.py", "anydrop/equinox.py", "anydrop/_core/backends/jax.py"],
@@ -353,6 +356,7 @@ MUTATION = {
             "tests/test_fused.py",
             "tests/test_bad_inputs.py",
         ],
+        [],
     ),
 }
 
@@ -380,7 +384,7 @@ def mutation(session: nox.Session, backend: str) -> None:
         session.run("mutmut", "results")
 
 
-def _mutation_copy(backend: str, files: list[str], tests: list[str]) -> Path:
+def _mutation_copy(backend: str, files: list[str], tests: list[str], pytest_args: list[str]) -> Path:
     """A copy of the package and tests in ``.mutation-BACKEND/`` whose [tool.mutmut] mutates ``files``.
 
     mutmut reads its settings from pyproject.toml in the folder it runs in and
@@ -389,6 +393,7 @@ def _mutation_copy(backend: str, files: list[str], tests: list[str]) -> Path:
     """
     workdir = Path(f".mutation-{backend}")
     workdir.mkdir(exist_ok=True)
+    args = [f"--backend={backend}", "-p", "no:cacheprovider", *pytest_args]
     for name in ("anydrop", "tests"):
         shutil.rmtree(workdir / name, ignore_errors=True)
         shutil.copytree(name, workdir / name)
@@ -399,7 +404,7 @@ def _mutation_copy(backend: str, files: list[str], tests: list[str]) -> Path:
             'source_paths = ["anydrop/"]',
             f"only_mutate = {json.dumps(files)}",
             'also_copy = ["conftest.py"]',
-            f"pytest_add_cli_args = {json.dumps([f'--backend={backend}', '-p', 'no:cacheprovider'])}",
+            f"pytest_add_cli_args = {json.dumps(args)}",
             f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
             "",
         ]
