@@ -331,32 +331,49 @@ def docs(session: nox.Session) -> None:
 
 
 #: The files that only one library's tests reach, mutated by ``nox -s "mutation(BACKEND)"``, the
-#: tests run against their mutants, and more pytest arguments. ``mutation(numpy)`` uses
-#: ``[tool.mutmut]`` in pyproject.toml.
+#: tests run against their mutants, more pytest arguments and more [tool.mutmut] settings.
+#: ``mutation(numpy)`` uses ``[tool.mutmut]`` in pyproject.toml.
 MUTATION = {
     "torch": (
         ["anydrop/torch.py", "anydrop/_torch_ranks.py", "anydrop/_core/backends/torch.py"],
         [
             "tests/test_torch.py",
             "tests/test_torch_checkpoint.py",
+            "tests/test_torch_convert.py",
+            "tests/test_torch_tracing.py",
+            "tests/test_torch_dataloader.py",
+            "tests/test_modules.py",
+            "tests/test_layer_arguments.py",
             "tests/test_drop_path.py",
             "tests/test_fused.py",
             "tests/test_bad_inputs.py",
+            "tests/test_nonfinite.py",
+            "tests/test_scale_at_test.py",
+            "tests/test_faults.py",
+            "tests/test_threads.py",
         ],
         # mutmut's trampolines read a ContextVar, which dynamo cannot trace: the
-        # torch.compile tests fail on every mutant, so they are left out.
+        # torch.compile tests fail on every mutant, so they are left out. (The
+        # process-group tests start processes of their own, which import the
+        # package unmutated.)
         ["-k", "not compile"],
+        [],
     ),
     "jax": (
         ["anydrop/flax.py", "anydrop/equinox.py", "anydrop/_core/backends/jax.py"],
         [
             "tests/test_jax.py",
             "tests/test_equinox.py",
+            "tests/test_modules.py",
+            "tests/test_layer_arguments.py",
             "tests/test_drop_path.py",
             "tests/test_fused.py",
             "tests/test_bad_inputs.py",
         ],
         [],
+        # JAX's threads do not survive a fork: each mutant's tests run in a
+        # process forked from a server that has not started them.
+        ['process_isolation = "forkserver"'],
     ),
 }
 
@@ -373,6 +390,9 @@ def mutation(session: nox.Session, backend: str) -> None:
     workdir = Path()
     if backend == "torch":
         session.install(TORCH)
+        # OpenMP's thread pool does not survive mutmut's fork: a forked test
+        # that computes in parallel hangs until it times out.
+        session.env["OMP_NUM_THREADS"] = "1"
     elif backend == "jax":
         session.install(JAX, "flax", "equinox")
     if backend != "numpy":
@@ -384,7 +404,9 @@ def mutation(session: nox.Session, backend: str) -> None:
         session.run("mutmut", "results")
 
 
-def _mutation_copy(backend: str, files: list[str], tests: list[str], pytest_args: list[str]) -> Path:
+def _mutation_copy(
+    backend: str, files: list[str], tests: list[str], pytest_args: list[str], settings: list[str]
+) -> Path:
     """A copy of the package and tests in ``.mutation-BACKEND/`` whose [tool.mutmut] mutates ``files``.
 
     mutmut reads its settings from pyproject.toml in the folder it runs in and
@@ -401,6 +423,7 @@ def _mutation_copy(backend: str, files: list[str], tests: list[str], pytest_args
     table = "\n".join(
         [
             "[tool.mutmut]",
+            *settings,
             'source_paths = ["anydrop/"]',
             f"only_mutate = {json.dumps(files)}",
             'also_copy = ["conftest.py"]',
