@@ -173,12 +173,12 @@ class ShardLocal(MaskSource):
         return self._wrap(mask, placements, shape, x)
 
     def uniform(self, shape: tuple[int, ...], x: Any, xp: Any) -> Any:
-        # drop_path_residual's random subset of the whole batch: every rank must draw the same one.
+        # drop_path_residual's fixed-size subsets: every rank draws those of all shards and keeps its own.
         raise ValueError(
-            "drop_path_residual with fixed_size=True on a DTensor draws one random subset of the whole "
-            "batch, which every rank must agree on, and rng=None draws from each rank's own global "
-            "generator: pass an int seed, anydrop.PortableRNG(seed), or a torch.Generator in the same "
-            "state on every rank (anydrop.torch.synchronized_rng(seed, step))"
+            "drop_path_residual with fixed_size=True on a DTensor draws the random subset of every shard "
+            "of the batch on every rank, so the ranks must draw the same numbers, and rng=None draws from "
+            "each rank's own global generator: pass an int seed, anydrop.PortableRNG(seed), or a "
+            "torch.Generator in the same state on every rank (anydrop.torch.synchronized_rng(seed, step))"
         )
 
 
