@@ -37,8 +37,8 @@ def peak_bytes(fn: Callable[[], Any]) -> int:
     included, and the storages it returns; a storage counts from the operator
     that creates it until it is freed. Tensors that exist before the call
     (inputs, parameters) do not count, and neither do the caching allocator's
-    reserve and the scratch memory inside one kernel: the figure is the same on
-    the CPU and on a GPU, and does not depend on what ran before.
+    reserve and the scratch memory inside one kernel: it counts tensors, not
+    the allocator's blocks, so it does not depend on what ran before.
     """
     import torch
     from torch.multiprocessing.reductions import StorageWeakRef
