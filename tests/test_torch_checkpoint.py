@@ -106,12 +106,13 @@ def test_checkpointing_changes_no_output_gradient_or_generator_state(rng_kind, s
 
 
 @pytest.mark.parametrize("rng_kind", ["int", "generator", "portable"])
-def test_the_masks_differ_from_step_to_step(rng_kind):
-    # The replay must not freeze the layer's stream: each training step draws anew.
-    layer = DropPath(0.5, rng=make_rng(rng_kind, "cpu"))
+def test_the_masks_differ_from_step_to_step(rng_kind, backend):
+    # The replay must not freeze the layer's stream: each training step draws anew, on x's device.
+    dev = torch.device(backend.device or "cpu")
+    layer = DropPath(0.5, rng=make_rng(rng_kind, dev))
     masks = []
     for _ in range(3):
-        x = torch.ones(64, 1, requires_grad=True)
+        x = torch.ones(64, 1, device=dev, requires_grad=True)
         y = checkpoint.checkpoint(layer, x, use_reentrant=False)
         y.sum().backward()
         masks.append(y.detach())
