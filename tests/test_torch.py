@@ -235,6 +235,38 @@ def test_residual_module_registers_the_branch_and_follows_train_eval(dev):
     assert 0 < int((rows == 0).sum()) < 16
 
 
+def test_the_modules_take_tensor_subclasses_and_other_libraries_arrays(dev):
+    # A Parameter is a Tensor subclass, not a torch.fx proxy: it runs as the plain tensor does.
+    import numpy as np
+
+    import anydrop
+    from anydrop.torch import DropPath, DropPathResidual
+
+    x = torch.randn(16, 3, device=dev)
+    weight = torch.nn.Parameter(x.clone())
+    assert torch.equal(DropPath(0.5, rng=4)(weight), DropPath(0.5, rng=4)(x))
+    assert torch.equal(DropPath(0.5, rng=4).add(x, weight), DropPath(0.5, rng=4).add(x, x))
+    branch = torch.nn.Linear(3, 3).to(dev)
+    torch.testing.assert_close(
+        DropPathResidual(branch, 0.5, rng=4)(weight), DropPathResidual(branch, 0.5, rng=4)(x)
+    )
+    # A NumPy array through the torch module draws from the module's own stream, as anydrop.DropPath does.
+    a = np.ones((16, 2))
+    assert np.array_equal(DropPath(0.5, rng=3)(a), anydrop.DropPath(0.5, rng=3)(a))
+
+
+def test_synchronized_rng_defaults_and_refusals(dev):
+    from anydrop.torch import synchronized_rng
+    from tests.internals import stream_value
+
+    gen = synchronized_rng(7)  # step 0, a CPU generator
+    assert (gen.device.type, gen.initial_seed()) == ("cpu", stream_value(7, 0))
+    assert synchronized_rng(7, generator=torch.Generator()).initial_seed() == stream_value(7, 0)
+    assert synchronized_rng(7, 2, device=dev).device.type == dev.type
+    with pytest.raises(TypeError, match=r"generator must be a torch\.Generator, got an object of type int"):
+        synchronized_rng(7, generator=3)
+
+
 @pytest.fixture
 def compile_fullgraph():
     """torch.compile with fullgraph=True: any graph break is an error.

@@ -106,12 +106,13 @@ def test_checkpointing_changes_no_output_gradient_or_generator_state(rng_kind, s
 
 
 @pytest.mark.parametrize("rng_kind", ["int", "generator", "portable"])
-def test_the_masks_differ_from_step_to_step(rng_kind):
-    # The replay must not freeze the layer's stream: each training step draws anew.
-    layer = DropPath(0.5, rng=make_rng(rng_kind, "cpu"))
+def test_the_masks_differ_from_step_to_step(rng_kind, backend):
+    # The replay must not freeze the layer's stream: each training step draws anew, on x's device.
+    dev = torch.device(backend.device or "cpu")
+    layer = DropPath(0.5, rng=make_rng(rng_kind, dev))
     masks = []
     for _ in range(3):
-        x = torch.ones(64, 1, requires_grad=True)
+        x = torch.ones(64, 1, device=dev, requires_grad=True)
         y = checkpoint.checkpoint(layer, x, use_reentrant=False)
         y.sum().backward()
         masks.append(y.detach())
@@ -126,8 +127,63 @@ def test_one_layer_called_twice_on_one_shape_under_checkpointing_is_a_clear_erro
     a, b = torch.ones(8, 1, requires_grad=True), torch.ones(8, 1, requires_grad=True)
     ya = checkpoint.checkpoint(layer, a, use_reentrant=False)
     yb = checkpoint.checkpoint(layer, b, use_reentrant=False)
-    with pytest.raises(RuntimeError, match=r"recomputed by activation checkpointing.*rng=None"):
+    with pytest.raises(RuntimeError) as excinfo:
         (ya + yb).sum().backward()
+    assert_explains_the_ambiguous_recomputation(str(excinfo.value), "2 masks", (8, 1))
+
+
+def assert_explains_the_ambiguous_recomputation(message, count, shape):
+    """The refusal names the layer, the draws and the shape, and says what to do instead."""
+    for part in (
+        f"DropPath with its own rng is being recomputed by activation checkpointing, but it drew {count} "
+        f"for inputs of shape {shape} in forward passes that may be recomputed",
+        "cannot tell which one this recomputation repeats: the gradient would belong to another mask",
+        "Use one layer per call, run backward after each forward, or pass rng=None",
+    ):
+        assert part in message
+    assert message.endswith("(torch's global generator, which torch.utils.checkpoint restores)")
+
+
+@pytest.mark.parametrize("rng_kind", ["int", "generator", "portable"])
+def test_a_shape_whose_record_was_dropped_is_a_clear_error(rng_kind):
+    # A layer keeps the draws of its last 16 checkpointed calls: the 17th call drops the first
+    # record, after which the recomputation of (8, 1) cannot tell its draw from the dropped one.
+    layer = DropPath(0.5, rng=make_rng(rng_kind, "cpu"))
+    shapes = [(8, 1)] + [(n, 1) for n in range(9, 24)] + [(8, 1)]
+    xs = [torch.ones(s, requires_grad=True) for s in shapes]
+    ys = [checkpoint.checkpoint(layer, x, use_reentrant=False) for x in xs]
+    with pytest.raises(RuntimeError) as excinfo:
+        sum(y.sum() for y in ys).backward()
+    assert_explains_the_ambiguous_recomputation(str(excinfo.value), "more than one mask", (8, 1))
+
+
+def test_sixteen_checkpointed_shapes_are_all_replayed():
+    results = []
+    for use_checkpoint in (False, True):
+        layer = DropPath(0.5, rng=11)
+        xs = [torch.ones(n, 2, requires_grad=True) for n in range(8, 24)]
+        if use_checkpoint:
+            ys = [checkpoint.checkpoint(layer, x * 2, use_reentrant=False) for x in xs]
+        else:
+            ys = [layer(x * 2) for x in xs]
+        sum((k + 1) * y.sum() for k, y in enumerate(ys)).backward()
+        results.append([*ys, *(x.grad for x in xs)])
+    assert_same(*results)
+
+
+@pytest.mark.parametrize("rng_kind", ["int", "generator", "portable"])
+def test_a_layer_called_inside_a_backward_pass_draws_as_an_ordinary_call(rng_kind):
+    # From a tensor hook, say: not a recomputation, so it draws from its rng and advances it.
+    reference = DropPath(0.5, rng=make_rng(rng_kind, "cpu"))
+    expected = [reference(torch.ones(64, 1)) for _ in range(2)]
+    layer = DropPath(0.5, rng=make_rng(rng_kind, "cpu"))
+    drawn = []
+    x = torch.ones(3, requires_grad=True)
+    x.register_hook(lambda grad: drawn.append(layer(torch.ones(64, 1))))
+    (x * 2).sum().backward()
+    assert len(drawn) == 1
+    drawn.append(layer(torch.ones(64, 1)))
+    assert_same(drawn, expected)
 
 
 def test_one_layer_called_on_two_shapes_replays_each():

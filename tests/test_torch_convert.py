@@ -13,6 +13,7 @@ pytestmark = pytest.mark.backends("torch")
 torch = pytest.importorskip("torch")
 
 from anydrop.torch import DropPath, convert  # noqa: E402
+from tests.internals import stream_value  # noqa: E402
 
 
 class Block(torch.nn.Module):
@@ -42,7 +43,7 @@ def train_step(model, x, seed):
 def test_converted_timm_model_trains_bit_for_bit_as_the_original(timm_drop, scale_by_keep):
     original = timm_model(timm_drop, scale_by_keep=scale_by_keep)
     converted = convert(original, inplace=False)
-    assert all(type(b.drop_path).__name__ == "DropPath" for b in original)  # left as it was
+    assert not any(isinstance(b.drop_path, DropPath) for b in original)  # left as it was
     assert all(isinstance(b.drop_path, DropPath) for b in converted)
     assert [b.drop_path.drop_prob for b in converted] == [0.1, 0.3, 0.5]
     assert all(b.drop_path.scale_by_keep is scale_by_keep for b in converted)
@@ -67,7 +68,7 @@ def test_convert_keeps_the_training_flag_and_works_in_place(timm_drop):
 def test_int_rng_gives_every_layer_a_seed_of_its_own(timm_drop):
     a, b = (convert(timm_model(timm_drop, rates=(0.5,) * 3), rng=42) for _ in range(2))
     seeds = [blk.drop_path.rng for blk in a]
-    assert len(set(seeds)) == 3
+    assert seeds == [stream_value(42, i) for i in range(3)]  # values 0, 1, 2 of PortableRNG(42)'s stream
     assert seeds == [blk.drop_path.rng for blk in b]
     masks = [blk.drop_path(torch.ones(64, 1)) for blk in a]
     assert not torch.equal(masks[0], masks[1])
@@ -96,6 +97,7 @@ def test_other_libraries_classes_are_recognised_by_name_and_attributes():
     assert (model["row"].drop_prob, model["row"].axis) == (0.2, 0)
     assert (model["batch"].drop_prob, model["batch"].axis) == (0.3, ())
     assert (model["beit"].drop_prob, model["beit"].scale_by_keep) == (0.1, True)
+    assert model["row"].scale_by_keep is model["batch"].scale_by_keep is True  # torchvision scales
     with pytest.raises(ValueError, match="mode must be 'row' or 'batch', got 'col'"):
         convert(StochasticDepth(0.2, "col"))
     with pytest.raises(TypeError, match="cannot convert BeitDropPath: drop_prob"):
@@ -105,6 +107,8 @@ def test_other_libraries_classes_are_recognised_by_name_and_attributes():
 def test_bad_arguments_are_named():
     with pytest.raises(TypeError, match=r"module must be a torch\.nn\.Module"):
         convert([torch.nn.Identity()])
+    with pytest.raises(TypeError, match="got an object of type list"):
+        convert([torch.nn.Identity()])
     with pytest.raises(TypeError, match="rng must be"):
         convert(torch.nn.Identity(), rng="seed")
     with pytest.raises(ValueError, match="seed"):
@@ -113,3 +117,22 @@ def test_bad_arguments_are_named():
     before = copy.deepcopy(model.state_dict())
     assert convert(model) is model
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_modules_of_other_names_are_left_alone_whatever_their_attributes():
+    class Resample(torch.nn.Module):  # torchvision's attribute names, another class name
+        def __init__(self):
+            super().__init__()
+            self.p, self.mode = 0.2, "row"
+
+    class Attention(torch.nn.Module):  # a drop_prob attribute, another class name
+        def __init__(self):
+            super().__init__()
+            self.drop_prob = 0.1
+
+    model = torch.nn.Sequential(
+        Resample(), Attention(), torch.nn.Upsample(scale_factor=2), torch.nn.Dropout(0.1)
+    )
+    before = [type(m) for m in model]
+    assert convert(model) is model
+    assert [type(m) for m in model] == before
