@@ -143,6 +143,13 @@ def test_unbiased_table_is_cached_and_reused():
     drop_path(x, 0.1, training=True, rng=gen)
     key = (0.9, torch.bfloat16, x.device)
     table = backend_module._TABLES[key]
+    bounds, values, *_ = table
+    lo, hi = _neighbours(0.9, torch.bfloat16)
+    frac = (1.0 / 0.9 - lo) / (hi - lo)
+    assert bounds.tolist() == [0.9 * frac, 0.9]
+    assert bounds.dtype == torch.float64
+    assert values.tolist() == [hi, lo, 0.0]
+    assert values.dtype == torch.bfloat16
     drop_path(x, 0.1, training=True, rng=gen)
     assert backend_module._TABLES[key] is table
 
@@ -241,3 +248,58 @@ def test_namespace_for_and_device_name():
     assert b.namespace_for([1.0]) is None
     assert b.device_name(x) == "cpu"
     assert b.device_name(torch.empty(1, device="meta")) == "meta"
+
+
+@pytest.fixture
+def _no_eager_portable():
+    """Empty the made-once EagerPortableSource list for a test, and put back what was there."""
+    saved = list(backend_module._EAGER_PORTABLE)
+    backend_module._EAGER_PORTABLE.clear()
+    yield
+    backend_module._EAGER_PORTABLE[:] = saved
+
+
+@pytest.mark.usefixtures("_no_eager_portable")
+def test_eager_portable_source_draws_as_portable_source():
+    # Made eagerly once dynamo is loaded (prepare_for_compile, on an eager PortableRNG draw);
+    # called eagerly, its disabled draws are PortableSource's bit for bit.
+    import torch._dynamo
+
+    from anydrop._core._sources import PortableSource
+
+    x = torch.ones(32, 2, dtype=torch.bfloat16)
+    drop_path(x, 0.3, training=True, rng=PortableRNG(4))
+    assert len(backend_module._EAGER_PORTABLE) == 1
+    cls = backend_module.eager_portable_source()
+    assert cls is backend_module._EAGER_PORTABLE[0]
+    assert issubclass(cls, PortableSource)
+    assert backend_module.eager_portable_source() is cls
+    xp = backend_module.TorchBackend().namespace_for(x)
+    eager, plain = cls(PortableRNG(4)), PortableSource(PortableRNG(4))
+    for _ in range(2):
+        assert torch.equal(
+            eager.bernoulli(0.7, (32, 1), torch.float32, x, xp),
+            plain.bernoulli(0.7, (32, 1), torch.float32, x, xp),
+        )
+        pair_e = eager.bernoulli_pair(0.7, 0.4, (32, 1), torch.float32, x, xp)
+        pair_p = plain.bernoulli_pair(0.7, 0.4, (32, 1), torch.float32, x, xp)
+        assert all(torch.equal(a, b) for a, b in zip(pair_e, pair_p, strict=True))
+        assert torch.equal(eager.uniform((32,), x, xp), plain.uniform((32,), x, xp))
+
+
+def test_portable_draw_without_dynamo_leaves_it_unloaded():
+    # prepare_for_compile makes nothing, and imports no dynamo (seconds), before torch.compile loads it.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from anydrop import PortableRNG, drop_path\n"
+        "from anydrop._core.backends import torch as b\n"
+        "drop_path(torch.ones(8, 2), 0.5, training=True, rng=PortableRNG(1))\n"
+        "print(len(b._EAGER_PORTABLE), 'torch._dynamo' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert done.stdout.split() == ["0", "False"]
