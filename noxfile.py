@@ -364,6 +364,7 @@ MUTATION = {
         [
             "tests/test_jax.py",
             "tests/test_equinox.py",
+            "tests/test_jax_sharding.py",
             "tests/test_modules.py",
             "tests/test_layer_arguments.py",
             "tests/test_drop_path.py",
