@@ -508,6 +508,41 @@ def test_flax_residual_module_runs_the_branch_on_kept_samples_under_jit(nnx, fdr
     assert len(nnx.state(block, nnx.Param)) > 0  # the branch's parameters are the block's
 
 
+def test_flax_layer_passes_its_arguments_to_drop_path(nnx, fdrop, jax, jnp):
+    key = jax.random.key(5)
+    x = jnp.ones((64, 2))
+    assert fdrop.DropPath().drop_prob == 0.1
+    # Without scaling in training: kept samples stay 1; with a per-call key, drop_path's mask.
+    plain = fdrop.DropPath(0.5, scale_by_keep=False)
+    out = np.asarray(plain(x, rngs=key))
+    np.testing.assert_array_equal(out, np.asarray(drop_path(x, 0.5, True, False, rng=key)))
+    assert 0 < out[:, 0].sum() < 64
+    assert set(np.unique(out)) == {0.0, 1.0}
+    # axis=1: one draw per column, not per row.
+    xt = jnp.ones((2, 64))
+    np.testing.assert_array_equal(
+        np.asarray(fdrop.DropPath(0.5, axis=1)(xt, rngs=key)),
+        np.asarray(drop_path(xt, 0.5, True, axis=1, rng=key)),
+    )
+    # Eager errors do not depend on the mode: a bad axis fails when deterministic too.
+    with pytest.raises(ValueError, match="axis"):
+        fdrop.DropPath(0.5, axis=2, deterministic=True)(x)
+
+
+def test_flax_layer_scales_at_test_when_asked(nnx, fdrop, jax, jnp):
+    key = jax.random.key(5)
+    x = jnp.ones((64, 2))
+    layer = fdrop.DropPath(0.5, scale_by_keep=False, scale_at_test=True)
+    assert repr(layer) == "DropPath(drop_prob=0.500, scale_by_keep=False, scale_at_test=True)"
+    np.testing.assert_array_equal(
+        np.asarray(layer(x, rngs=key)), np.asarray(drop_path(x, 0.5, True, False, rng=key))
+    )
+    layer.eval()
+    np.testing.assert_array_equal(np.asarray(layer(x)), np.full((64, 2), 0.5))
+    with pytest.raises(ValueError, match="would scale twice"):
+        fdrop.DropPath(0.5, scale_at_test=True)
+
+
 def test_import_anydrop_imports_neither_jax_nor_flax(nnx):
     import subprocess
     import sys
