@@ -543,6 +543,33 @@ def test_flax_layer_scales_at_test_when_asked(nnx, fdrop, jax, jnp):
         fdrop.DropPath(0.5, scale_at_test=True)
 
 
+def test_flax_layer_errors_name_the_argument_and_its_type(nnx, fdrop, jnp):
+    x = jnp.ones((4, 2))
+    with pytest.raises(TypeError, match=r"^deterministic must be a bool or None, got 1 of type int$"):
+        fdrop.DropPath(0.1, deterministic=1)
+    with pytest.raises(TypeError, match=r"^rng_collection must be a str, got int$"):
+        fdrop.DropPath(0.1, rng_collection=1)
+    with pytest.raises(TypeError, match=r"^rngs must be an nnx\.Rngs, an nnx\.RngStream or None, got int$"):
+        fdrop.DropPath(0.5, rngs=0)
+    with pytest.raises(
+        TypeError, match=r"^rngs must be an nnx\.Rngs, an nnx\.RngStream or a JAX key, got str$"
+    ):
+        fdrop.DropPath(0.5)(x, rngs="key")
+    residual = fdrop.DropPathResidual(jnp.sin, 0.5, deterministic=None)
+    with pytest.raises(
+        ValueError,
+        match=r"^deterministic is None for DropPathResidual: pass deterministic=True/False to the "
+        r"constructor or the call, or set it with model\.train\(\) / model\.eval\(\)$",
+    ):
+        residual(x)
+    with pytest.raises(
+        ValueError,
+        match=r"^DropPathResidual is not deterministic and drop_prob=0\.5 > 0, but it has no rngs: "
+        r"pass rngs=nnx\.Rngs\(dropout=seed\) to the constructor or the call$",
+    ):
+        residual(x, deterministic=False)
+
+
 def test_import_anydrop_imports_neither_jax_nor_flax(nnx):
     import subprocess
     import sys
