@@ -570,6 +570,15 @@ def test_flax_layer_errors_name_the_argument_and_its_type(nnx, fdrop, jnp):
         residual(x, deterministic=False)
 
 
+def test_flax_layer_built_without_rngs_takes_a_stream_assigned_later(nnx, fdrop, jnp):
+    # As with nnx.Dropout, the missing stream is a data attribute: a stream can be set afterwards.
+    x = jnp.ones((64, 2))
+    layer = fdrop.DropPath(0.5)
+    layer.rngs = nnx.Rngs(dropout=3)["dropout"].fork()
+    twin = fdrop.DropPath(0.5, rngs=nnx.Rngs(dropout=3))
+    np.testing.assert_array_equal(np.asarray(layer(x)), np.asarray(twin(x)))
+
+
 def test_import_anydrop_imports_neither_jax_nor_flax(nnx):
     import subprocess
     import sys
