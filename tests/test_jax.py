@@ -579,6 +579,55 @@ def test_flax_layer_built_without_rngs_takes_a_stream_assigned_later(nnx, fdrop,
     np.testing.assert_array_equal(np.asarray(layer(x)), np.asarray(twin(x)))
 
 
+def _branch(v):
+    return 2.0 * v + 1.0
+
+
+def test_flax_residual_module_passes_its_arguments_to_drop_path_residual(nnx, fdrop, jax, jnp, batch):
+    key = jax.random.key(11)
+    x = batch((16, 3))
+    assert fdrop.DropPathResidual(_branch).drop_prob == 0.1
+
+    def check(module, x, **kwargs):
+        expected = drop_path_residual(x, _branch, 0.5, True, rng=key, fixed_size=True, **kwargs)
+        np.testing.assert_array_equal(np.asarray(module(x, rngs=key)), np.asarray(expected))
+
+    check(fdrop.DropPathResidual(_branch, 0.5), x)
+    check(fdrop.DropPathResidual(_branch, 0.5, scale_by_keep=False), x, scale_by_keep=False)
+    check(fdrop.DropPathResidual(_branch, 0.5, axis=1), x.T, axis=1)
+    # shards=2: half the kept samples in each half of the axis, a subset the whole axis does not draw.
+    check(fdrop.DropPathResidual(_branch, 0.5, shards=2), x, shards=2)
+    whole = drop_path_residual(x, _branch, 0.5, True, rng=key, fixed_size=True)
+    halves = drop_path_residual(x, _branch, 0.5, True, rng=key, fixed_size=True, shards=2)
+    assert not np.array_equal(np.asarray(whole), np.asarray(halves))
+    # Test-time scaling: the branch times 1 - drop_prob when deterministic.
+    paper = fdrop.DropPathResidual(_branch, 0.5, scale_by_keep=False, scale_at_test=True, deterministic=True)
+    np.testing.assert_allclose(np.asarray(paper(x)), np.asarray(x + 0.5 * _branch(x)), rtol=1e-6)
+
+
+def test_flax_residual_module_needs_rngs_only_when_it_draws(nnx, fdrop, jnp, batch):
+    x = batch((8, 3))
+    full = np.asarray(x + _branch(x))
+    block = fdrop.DropPathResidual(_branch, 0.5)  # deterministic=False, no rngs
+    np.testing.assert_allclose(np.asarray(block(x, deterministic=True)), full, rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(fdrop.DropPathResidual(_branch, 0.0)(x)), full, rtol=1e-6)
+    block.eval()
+    np.testing.assert_allclose(np.asarray(block(x)), full, rtol=1e-6)
+    with pytest.raises(ValueError, match="has no rngs"):
+        block(x, deterministic=False)
+
+
+def test_flax_residual_module_checks_and_shows_shards(nnx, fdrop):
+    for shards in (1, 2):
+        assert fdrop.DropPathResidual(_branch, shards=shards).shards == shards
+    assert repr(fdrop.DropPathResidual(_branch, 0.5, shards=2, fixed_size=False)) == (
+        f"DropPathResidual(branch={_branch!r}, drop_prob=0.500, fixed_size=False, shards=2)"
+    )
+    for bad in (0, -1, 1.5, True, "2"):
+        with pytest.raises(TypeError, match=rf"^shards must be None or a positive int, got {bad!r}$"):
+            fdrop.DropPathResidual(_branch, shards=bad)
+
+
 def test_import_anydrop_imports_neither_jax_nor_flax(nnx):
     import subprocess
     import sys
