@@ -391,6 +391,7 @@ def mutation(session: nox.Session, backend: str) -> None:
     workdir = Path()
     if backend == "torch":
         session.install(TORCH)
+        session.install("--no-deps", TIMM)  # the reference of the conversion and checkpoint tests
         # OpenMP's thread pool does not survive mutmut's fork: a forked test
         # that computes in parallel hangs until it times out.
         session.env["OMP_NUM_THREADS"] = "1"
@@ -412,7 +413,7 @@ def _mutation_copy(
 
     mutmut reads its settings from pyproject.toml in the folder it runs in and
     keeps its mutants and results there (``mutants/``), so each library's run
-    has a folder of its own; a second run there resumes the first.
+    has a folder of its own.
     """
     workdir = Path(f".mutation-{backend}")
     workdir.mkdir(exist_ok=True)

@@ -9,6 +9,7 @@ from typing import Any
 import anydrop
 
 from ._measure import VIT, VIT_QUICK
+from ._torch_cases import mlp_block
 
 #: The memory case's reference for ``drop_path``: ``x.clone()``, the least any out-of-place
 #: function of ``x`` allocates in a training step (its output, and the gradient of ``x``).
@@ -81,11 +82,7 @@ def peak_bytes(fn: Callable[[], Any]) -> int:
 def memory_cases(torch: Any, device: str, timm: Any, quick: bool) -> list[MemoryCase]:
     """``drop_path`` against a copy, and the MLP residual block at p = 0.5, in float32."""
     shape = VIT_QUICK if quick else VIT
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randn(shape, generator=gen).to(device).requires_grad_()
-    grad = torch.randn(shape, generator=gen).to(device)
-    mlp = torch.nn.Sequential(torch.nn.Linear(768, 3072), torch.nn.GELU(), torch.nn.Linear(3072, 768))
-    mlp = mlp.to(device)
+    mlp, x, grad = mlp_block(torch, device, shape)
 
     def reset() -> None:
         for tensor in (x, *mlp.parameters()):

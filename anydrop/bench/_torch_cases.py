@@ -167,17 +167,21 @@ def _residual_add_case(
     )
 
 
+def mlp_block(torch: Any, device: str, shape: tuple[int, ...]) -> tuple[Any, Any, Any]:
+    """A ViT MLP branch (768 -> 3072 -> 768), an input that requires grad, and the output's gradient."""
+    gen = torch.Generator().manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(768, 3072), torch.nn.GELU(), torch.nn.Linear(3072, 768))
+    x = torch.randn(shape, generator=gen).to(device).requires_grad_()
+    return mlp.to(device), x, torch.randn(shape, generator=gen).to(device)
+
+
 def _mlp_residual_case(torch: Any, device: str, timm: Any, sync: Callable[[], None], quick: bool) -> Case:
     """An MLP branch (768 -> 3072 -> 768) at p = 0.5, forward and backward."""
     from anydrop.torch import DropPathResidual
 
     shape = VIT_QUICK if quick else VIT
     p = 0.5
-    gen = torch.Generator().manual_seed(0)
-    mlp = torch.nn.Sequential(torch.nn.Linear(768, 3072), torch.nn.GELU(), torch.nn.Linear(3072, 768))
-    mlp = mlp.to(device)
-    x = torch.randn(shape, generator=gen).to(device).requires_grad_()
-    grad = torch.randn(shape, generator=gen).to(device)
+    mlp, x, grad = mlp_block(torch, device, shape)
     block = DropPathResidual(mlp, p)
     fixed = DropPathResidual(mlp, p, fixed_size=True)
     candidates: dict[str, Callable[[], Any]] = {}
