@@ -14,17 +14,15 @@ from ._core._checks import check_seed, is_integer
 from ._core._portable import PortableRNG, stream_value
 from ._core._sources import MaskSource
 from ._core.backends import backend_for, check_layer_rng, lookup
-from ._core.backends.torch import TorchGenerator, in_backward, prepare_for_compile
+from ._core.backends.torch import TorchGenerator, break_for_generator, in_backward
 from ._layers import DropPathConfig, ResidualConfig
 from ._torch_ranks import shared_seed, synchronized_rng
 
 __all__ = ["DropPath", "DropPathResidual", "convert", "shared_seed", "synchronized_rng"]
 
 # What a compiled function must not have to make, made now: torch.Tensor's
-# entry in the backend registry, and, where torch.compile is loaded, the class
-# whose PortableRNG draws run outside the graph.
+# entry in the backend registry.
 lookup(torch.empty(0))
-prepare_for_compile()
 
 
 #: The saved-tensor hooks installed, if any: a non-reentrant ``torch.utils.checkpoint``
@@ -63,11 +61,15 @@ class _TorchLayer:
             "to deploy the model"
         )
 
+    rng: Any
     _recorded: list[tuple[tuple[int, ...], Any]]
     _evicted: set[tuple[int, ...]]
     _replayed: bool
 
     def _rng_for(self, x: Any) -> Any:
+        if is_integer(self.rng) and not self.__dict__.get("_streams"):
+            # The first call makes the seed's generator under a lock, which dynamo cannot enter.
+            break_for_generator(True)
         rng: Any = cast(Any, super())._rng_for(x)
         if rng is None or not isinstance(x, torch.Tensor) or torch.compiler.is_compiling():
             return rng

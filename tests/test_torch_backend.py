@@ -250,56 +250,118 @@ def test_namespace_for_and_device_name():
     assert b.device_name(torch.empty(1, device="meta")) == "meta"
 
 
-@pytest.fixture
-def _no_eager_portable():
-    """Empty the made-once EagerPortableSource list for a test, and put back what was there."""
-    saved = list(backend_module._EAGER_PORTABLE)
-    backend_module._EAGER_PORTABLE.clear()
-    yield
-    backend_module._EAGER_PORTABLE[:] = saved
+def _graph_and_host(seed, position=0):
+    from anydrop._core._sources import PortableSource
+
+    host = PortableSource(PortableRNG(seed, position=position))
+    graph = backend_module.GraphPortableSource(PortableRNG(seed, position=position))
+    return graph, host
 
 
-@pytest.mark.usefixtures("_no_eager_portable")
-def test_eager_portable_source_draws_as_portable_source():
-    # Made eagerly once dynamo is loaded (prepare_for_compile, on an eager PortableRNG draw);
-    # called eagerly, its disabled draws are PortableSource's bit for bit.
-    import torch._dynamo
+@pytest.mark.parametrize("position", [0, 7, 2**61 + 12345, 2**62 - 100])
+def test_graph_portable_stream_is_the_host_stream(position):
+    # The int64 SplitMix64 that compiled graphs run, called eagerly: the host
+    # stream's values bit for bit, at any position (products wrap as uint64's).
+    from anydrop._core._portable import UNIFORM_BITS, splitmix64_python
+
+    x = torch.ones(3)
+    graph, _ = _graph_and_host(99, position)
+    ints = graph._uniform_ints(40, x)
+    assert ints.dtype == torch.int64
+    rng = PortableRNG(99)
+    expected = [v >> (64 - UNIFORM_BITS) for v in splitmix64_python(rng._state, position, 40)]
+    assert ints.tolist() == expected
+    assert graph.rng.position == position + 40  # advanced in its counter
+    assert graph.rng._counter is not None
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_graph_portable_draws_are_the_host_draws(dtype):
+    x = torch.ones(64, 3, dtype=dtype)
+    xp = backend_module.TorchBackend().namespace_for(x)
+    graph, host = _graph_and_host(4, 3)
+    for _ in range(2):
+        a, b = graph.bernoulli(0.7, (64, 1), dtype, x, xp), host.bernoulli(0.7, (64, 1), dtype, x, xp)
+        assert a.dtype == b.dtype == dtype
+        assert torch.equal(a, b)
+        pair_g = graph.bernoulli_pair(0.7, 0.4, (64, 1), dtype, x, xp)
+        pair_h = host.bernoulli_pair(0.7, 0.4, (64, 1), dtype, x, xp)
+        assert all(torch.equal(g, h) for g, h in zip(pair_g, pair_h, strict=True))
+        rounding = (1.3984375, 0.0078125, 0.7)
+        ug = graph.unbiased(0.7, rounding, (64, 1), dtype, x, xp)
+        uh = host.unbiased(0.7, rounding, (64, 1), dtype, x, xp)
+        assert ug.dtype == uh.dtype == dtype
+        assert torch.equal(ug, uh)
+        a, b = graph.uniform((8, 8), x, xp), host.uniform((8, 8), x, xp)
+        assert a.dtype == b.dtype == torch.get_default_dtype()
+        assert a.shape == b.shape == (8, 8)
+        assert torch.equal(a, b)
+    assert graph.rng.position == host.rng.position == 3 + 2 * (64 + 64 + 64 + 64)
+
+
+def test_graph_portable_unbiased_falls_back_off_cpu_and_cuda():
+    x = torch.empty(16, 1, device="meta")
+    graph, _ = _graph_and_host(4)
+    out = graph.unbiased(0.7, (1.3984375, 0.0078125, 0.7), (16, 1), torch.bfloat16, x, None)
+    assert out.device.type == "meta"
+    assert out.shape == (16, 1)
+
+
+def test_graph_portable_threshold_is_exact_at_the_boundary():
+    # u < p with u = k * 2**-53: a p just above a drawn u keeps it, p equal to it drops it.
+    x = torch.ones(1)
+    graph, _ = _graph_and_host(11)
+    (k,) = graph._uniform_ints(1, x).tolist()
+    u = k * 2.0**-53
+    for p, kept in [(u, 0.0), (math.nextafter(u, 1.0), 1.0)]:
+        graph, _ = _graph_and_host(11)
+        assert graph.bernoulli(p, (1,), torch.float32, x, None).item() == kept
+
+
+def test_graph_portable_refuses_positions_past_int64_range():
+    graph, _ = _graph_and_host(1, 2**62)
+    with pytest.raises(ValueError, match=r"position 4611686018427387904 .*torch.compile.*below 2\*\*62"):
+        graph.bernoulli(0.5, (4,), torch.float32, torch.ones(4), None)
+    assert graph.rng.position == 2**62  # nothing drawn
+
+
+def test_counter_moves_the_position_for_every_later_draw():
+    # After a graph draw the position lives in the counter: host draws, pickling,
+    # copies and the repr all read and advance it.
+    import copy
+    import pickle
 
     from anydrop._core._sources import PortableSource
 
-    x = torch.ones(32, 2, dtype=torch.bfloat16)
-    drop_path(x, 0.3, training=True, rng=PortableRNG(4))
-    assert len(backend_module._EAGER_PORTABLE) == 1
-    cls = backend_module.eager_portable_source()
-    assert cls is backend_module._EAGER_PORTABLE[0]
-    assert issubclass(cls, PortableSource)
-    assert backend_module.eager_portable_source() is cls
+    rng = PortableRNG(8)
+    x = torch.ones(5)
     xp = backend_module.TorchBackend().namespace_for(x)
-    eager, plain = cls(PortableRNG(4)), PortableSource(PortableRNG(4))
-    for _ in range(2):
-        assert torch.equal(
-            eager.bernoulli(0.7, (32, 1), torch.float32, x, xp),
-            plain.bernoulli(0.7, (32, 1), torch.float32, x, xp),
-        )
-        pair_e = eager.bernoulli_pair(0.7, 0.4, (32, 1), torch.float32, x, xp)
-        pair_p = plain.bernoulli_pair(0.7, 0.4, (32, 1), torch.float32, x, xp)
-        assert all(torch.equal(a, b) for a, b in zip(pair_e, pair_p, strict=True))
-        assert torch.equal(eager.uniform((32,), x, xp), plain.uniform((32,), x, xp))
+    backend_module.GraphPortableSource(rng).bernoulli(0.5, (5,), torch.float32, x, xp)
+    assert repr(rng) == "PortableRNG(seed=8, position=5)"
+    PortableSource(rng).bernoulli(0.5, (3,), torch.float32, x, xp)
+    assert rng.position == 8
+    assert int(rng._counter) == 8
+    for clone in (pickle.loads(pickle.dumps(rng)), copy.deepcopy(rng), copy.copy(rng)):
+        assert (clone.seed, clone.position) == (8, 8)
+        assert clone._counter is None  # a copy does not share the original's counter
+    reference = PortableRNG(8, position=8)
+    x = torch.ones(16, 2)
+    assert torch.equal(drop_path(x, 0.5, True, rng=rng), drop_path(x, 0.5, True, rng=reference))
 
 
-def test_portable_draw_without_dynamo_leaves_it_unloaded():
-    # prepare_for_compile makes nothing, and imports no dynamo (seconds), before torch.compile loads it.
+def test_portable_draw_leaves_dynamo_unloaded():
+    # An eager PortableRNG draw imports no torch._dynamo (seconds) and makes no counter.
     import subprocess
     import sys
 
     code = (
         "import sys, torch\n"
         "from anydrop import PortableRNG, drop_path\n"
-        "from anydrop._core.backends import torch as b\n"
-        "drop_path(torch.ones(8, 2), 0.5, training=True, rng=PortableRNG(1))\n"
-        "print(len(b._EAGER_PORTABLE), 'torch._dynamo' in sys.modules)\n"
+        "rng = PortableRNG(1)\n"
+        "drop_path(torch.ones(8, 2), 0.5, training=True, rng=rng)\n"
+        "print(rng._counter is None, 'torch._dynamo' in sys.modules)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
-    assert done.stdout.split() == ["0", "False"]
+    assert done.stdout.split() == ["True", "False"]

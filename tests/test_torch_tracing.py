@@ -155,11 +155,180 @@ def test_compiled_layer_with_its_own_rng_matches_eager_without_recompiling(compi
     assert counter.frame_count == frames  # no recompilation from step to step
 
 
-def test_portable_rng_under_fullgraph_names_the_way_out(compile_counter):
-    layer = DropPath(0.5, rng=anydrop.PortableRNG(5))
-    layer(torch.ones(2, 1))  # an eager draw once torch.compile is loaded prepares the compiled one
+class Tower(torch.nn.Module):
+    """A small pre-norm transformer-like tower: every anydrop torch layer, drop_prob rising with depth."""
+
+    def __init__(self, rng, depth=3, dim=8):
+        super().__init__()
+        probs = [0.5 * (i + 1) / depth for i in range(depth)]
+        self.mix = torch.nn.ModuleList(torch.nn.Linear(dim, dim) for _ in range(depth))
+        self.drops = torch.nn.ModuleList(DropPath(p, rng=rng) for p in probs)
+        self.mlps = torch.nn.ModuleList(
+            DropPathResidual(
+                torch.nn.Sequential(torch.nn.Linear(dim, 16), torch.nn.GELU(), torch.nn.Linear(16, dim)),
+                p,
+                rng=rng,
+                fixed_size=i % 2 == 0,
+            )
+            for i, p in enumerate(probs)
+        )
+        self.fused = DropPath(0.25, rng=rng)
+
+    def forward(self, x):
+        for mix, drop, mlp in zip(self.mix, self.drops, self.mlps, strict=True):
+            x = x + drop(torch.tanh(mix(x)))
+            x = mlp(x)
+        return self.fused.add(x, torch.tanh(self.mix[0](x)))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("shared", [True, False], ids=["one-rng", "rng-per-layer"])
+def test_portable_rng_trains_in_one_graph_bit_identical_to_eager(compile_counter, dtype, shared):
+    # fullgraph=True: a graph break would be an error. The draws are the eager
+    # ones bit for bit (forward, every gradient, the rng's position after each
+    # step), and steps after the second compile nothing.
+    import copy
+
+    def layers(model):
+        return [m for m in model.modules() if isinstance(m, (DropPath, DropPathResidual))]
+
+    torch.manual_seed(0)
+    eager = Tower(anydrop.PortableRNG(21) if shared else None).to(dtype)
+    if not shared:
+        for i, layer in enumerate(layers(eager)):
+            layer.rng = anydrop.PortableRNG(i)
+    model = copy.deepcopy(eager)  # the copy's rngs are copies too, at the same positions
+
+    def rngs(model):
+        return [layer.rng for layer in layers(model)]
+
+    counter = compile_counter()
+    compiled = torch.compile(model, fullgraph=True, backend=counter)
+    x = torch.randn(16, 5, 8, dtype=dtype)
+    for step in range(4):
+        if step == 2:
+            frames = counter.frame_count
+        out_e, out_c = eager(x), compiled(x)
+        assert torch.equal(out_c, out_e)
+        out_e.float().square().sum().backward()
+        out_c.float().square().sum().backward()
+        for (name, a), b in zip(eager.named_parameters(), model.parameters(), strict=True):
+            assert torch.equal(a.grad, b.grad), name
+        assert [r.position for r in rngs(model)] == [r.position for r in rngs(eager)]
+    assert counter.frame_count == frames  # no recompilation from step to step
+    assert rngs(model)[0].position > 0
+
+
+def test_portable_rng_functions_under_fullgraph_match_eager(compile_counter):
+    branch = torch.nn.Linear(6, 6)
+
+    def fn(x, b, rng):
+        y = anydrop.drop_path(x, 0.3, True, rng=rng)
+        y = anydrop.drop_path_add(y, b, 0.2, True, axis=(0, 1), rng=rng)
+        y = anydrop.drop_path_residual(y, branch, 0.5, True, fixed_size=True, rng=rng)
+        return anydrop.drop_path(y.to(torch.float16), 0.4, True, rng=rng)
+
+    x, b = torch.randn(12, 4, 6), torch.randn(12, 4, 6)
+    compiled = torch.compile(fn, fullgraph=True, backend=compile_counter())
+    mine, reference = anydrop.PortableRNG(3), anydrop.PortableRNG(3)
+    for _ in range(3):
+        assert torch.equal(compiled(x, b, mine), fn(x, b, reference))
+        assert mine.position == reference.position
+
+
+def test_torch_dynamo_explain_finds_no_graph_break_with_portable_rng():
+    rng = anydrop.PortableRNG(1)
+    mlp = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.GELU())
+    model = torch.nn.Sequential(DropPath(0.3, rng=rng), DropPathResidual(mlp, 0.5, rng=rng, fixed_size=True))
+    for _ in range(2):  # the second call is the steady state: the rng's position is in its counter
+        explanation = torch._dynamo.explain(model)(torch.randn(4, 3, 8))
+        assert explanation.graph_break_count == 0
+        assert explanation.graph_count == 1
+    torch._dynamo.reset()
+
+
+def test_eager_and_compiled_draws_share_one_stream(compile_counter):
+    # Calls alternate between the compiled and the eager layer: one stream, no value drawn twice.
+    layer, reference = DropPath(0.5, rng=anydrop.PortableRNG(9)), DropPath(0.5, rng=anydrop.PortableRNG(9))
     compiled = torch.compile(layer, fullgraph=True, backend=compile_counter())
-    with pytest.raises(Exception, match=r"PortableRNG draws its masks on the host.*fullgraph=False"):
+    x = torch.randn(32, 2)
+    for step in range(6):
+        out = compiled(x) if step % 2 else layer(x)
+        assert torch.equal(out, reference(x))
+    assert layer.rng.position == reference.rng.position == 6 * 32
+
+
+class Checkpointed(torch.nn.Module):
+    def __init__(self, rng, checkpointed):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 4)
+        self.drop = DropPath(0.5, rng=rng)
+        self.checkpointed = checkpointed
+
+    def block(self, x):
+        return x + self.drop(torch.tanh(self.fc(x)))
+
+    def forward(self, x):
+        if not self.checkpointed:
+            return self.block(x)
+        from torch.utils.checkpoint import checkpoint
+
+        return checkpoint(self.block, x, use_reentrant=False)
+
+
+@pytest.mark.parametrize("mode", ["graph-break", "fullgraph"])
+def test_compiled_checkpointing_with_portable_rng_gives_the_eager_gradients(compile_counter, mode):
+    # Inside a checkpointed region the draw's update of the rng is a side effect
+    # that dynamo will not replay: without fullgraph the region runs eagerly
+    # (the layer replays its draw); with fullgraph, dynamo's option to apply it
+    # once gives one graph, whose backward recomputes the mask from the counter
+    # the forward drew from.
+    import copy
+
+    torch.manual_seed(0)
+    reference = Checkpointed(anydrop.PortableRNG(3), checkpointed=False)
+    model = copy.deepcopy(reference)
+    model.checkpointed = True
+    fullgraph = mode == "fullgraph"
+    compiled = torch.compile(model, fullgraph=fullgraph, backend=compile_counter())
+    x = torch.randn(16, 4)
+    with torch._dynamo.config.patch(skip_fwd_side_effects_in_bwd_under_checkpoint=fullgraph):
+        for _ in range(3):
+            a, b = reference(x), compiled(x)
+            a.square().sum().backward()
+            b.square().sum().backward()
+            assert torch.equal(a, b)
+            assert torch.equal(reference.fc.weight.grad, model.fc.weight.grad)
+            assert reference.drop.rng.position == model.drop.rng.position
+
+
+def test_compiled_checkpointing_with_portable_rng_under_fullgraph_refuses_by_default(compile_counter):
+    model = Checkpointed(anydrop.PortableRNG(3), checkpointed=True)
+    compiled = torch.compile(model, fullgraph=True, backend=compile_counter())
+    with pytest.raises(Exception, match=r"(?s)side effect.*skip_fwd_side_effects_in_bwd_under_checkpoint"):
+        compiled(torch.randn(16, 4))
+
+
+@pytest.mark.parametrize("rng", ["int", "generator"])
+@pytest.mark.parametrize("call", ["layer", "function"])
+def test_generators_under_fullgraph_name_the_way_out(compile_counter, rng, call):
+    r = {"int": 5, "generator": torch.Generator().manual_seed(5)}[rng]
+    fn = DropPath(0.5, rng=r) if call == "layer" else (lambda x: anydrop.drop_path(x, 0.5, True, rng=r))
+    if call == "layer" and rng == "int":
+        fn(torch.ones(8, 3))  # its generator made: the draw itself is refused too
+    compiled = torch.compile(fn, fullgraph=True, backend=compile_counter())
+    kind = (
+        r"an int seed \(a torch.Generator\)" if rng == "int" and call == "function" else "a torch.Generator"
+    )
+    with pytest.raises(
+        Exception, match=rf"anydrop draws from {kind} between .*PortableRNG\(seed\).*rng=None"
+    ):
+        compiled(torch.randn(8, 3))
+
+
+def test_int_seed_layer_first_compiled_call_names_the_way_out(compile_counter):
+    compiled = torch.compile(DropPath(0.5, rng=5), fullgraph=True, backend=compile_counter())
+    with pytest.raises(Exception, match=r"anydrop draws from an int seed \(a torch.Generator\) between"):
         compiled(torch.randn(8, 3))
 
 

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ._checks import MAX_SEED, check_count
 
 __all__ = [
+    "SPLITMIX64",
     "UNIFORM_BITS",
     "PortableRNG",
+    "counted_stretch",
     "mix64",
     "splitmix64_at",
     "splitmix64_numpy",
@@ -36,6 +39,8 @@ _MASK64 = 2**64 - 1
 _GOLDEN_GAMMA = 0x9E3779B97F4A7C15
 _MIX_1 = 0xBF58476D1CE4E5B9
 _MIX_2 = 0x94D049BB133111EB
+#: SplitMix64's constants: the stream's increment (gamma) and the two multipliers of mix64.
+SPLITMIX64 = (_GOLDEN_GAMMA, _MIX_1, _MIX_2)
 #: A uniform is the top 53 bits of a 64-bit value: exactly the doubles k * 2**-53 in [0, 1).
 UNIFORM_BITS = 53
 
@@ -110,7 +115,9 @@ class PortableRNG:
     The mask is drawn on the host and moved to x's device: a draw of one 64-bit
     value per sample (microseconds for a batch) and a transfer of the small
     mask. On a GPU that transfer waits for the host, so the backend's own
-    generator is faster in training; PortableRNG is for checking.
+    generator is faster in training; PortableRNG is for checking. Inside a
+    ``torch.compile`` graph the same values are computed on x's device, with
+    no transfer.
 
     The stream is SplitMix64 started from ``mix64(seed)``: value k is
     ``mix64(mix64(seed) + (k + 1) * 0x9E3779B97F4A7C15 mod 2**64)``. A draw of
@@ -153,13 +160,14 @@ class PortableRNG:
     @property
     def position(self) -> int:
         """How many values of the stream have been used, one per sample drawn."""
-        return self._position
+        counter = self._counter
+        return self._position if counter is None else int(counter)
 
     def __repr__(self) -> str:
-        return f"PortableRNG(seed={self._seed}, position={self._position})"
+        return f"PortableRNG(seed={self._seed}, position={self.position})"
 
     def __getstate__(self) -> dict[str, int]:
-        return {"seed": self._seed, "position": self._position}
+        return {"seed": self._seed, "position": self.position}
 
     def __setstate__(self, state: dict[str, int]) -> None:
         self._seed = check_count(state["seed"], "seed", MAX_SEED)
@@ -169,14 +177,40 @@ class PortableRNG:
         # sharing one PortableRNG never reuse values. A lock cannot be pickled:
         # a copy gets its own.
         self._lock = threading.Lock()
+        # Once set, a 0-d int64 array that holds the position in place of
+        # _position: a backend whose traced graphs draw from the stream
+        # (torch.compile) advances it in place, where a Python int would be a
+        # constant of the graph, compiled anew for each value.
+        self._counter: Any = None
 
 
 def take_stretch(rng: PortableRNG, n: int) -> tuple[int, int]:
     """Reserve the next ``n`` values of ``rng``'s stream; return the stream's state and the first position."""
     with rng._lock:
-        start = rng._position
-        rng._position = start + n
+        counter = rng._counter
+        if counter is None:
+            start = rng._position
+            rng._position = start + n
+        else:
+            start = int(counter)
+            rng._counter = counter + n  # a new array: see counted_stretch
     return rng._state, start
+
+
+def counted_stretch(rng: PortableRNG, n: Any, make_counter: Callable[[int], Any]) -> tuple[int, Any]:
+    """Reserve the next ``n`` values inside a traced graph; return the stream's state and the first position.
+
+    The position moves into a 0-d int64 array, made by ``make_counter(position)``
+    on first use. The first position comes back as that array, and the rng
+    gets a new one: no counter is changed in place, so a graph that saved one
+    for its backward pass (to recompute a mask there) reads the value it drew
+    from. No lock: a graph cannot take one.
+    """
+    counter = rng._counter
+    if counter is None:
+        counter = make_counter(rng._position)
+    rng._counter = counter + n
+    return rng._state, counter
 
 
 def take_uniform_ints(rng: PortableRNG, n: int) -> tuple[Any, Any]:

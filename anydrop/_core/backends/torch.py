@@ -4,15 +4,23 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from typing import Any
 
 from .._compat import torch_namespace
-from .._portable import PortableRNG, mix64
+from .._portable import SPLITMIX64, UNIFORM_BITS, PortableRNG, counted_stretch, mix64
 from .._sources import MaskSource, PortableSource
 from ._base import Backend
 
-__all__ = ["TorchBackend", "TorchGenerator", "devices_match", "in_backward", "prepare_for_compile"]
+__all__ = [
+    "GraphPortableSource",
+    "TorchBackend",
+    "TorchGenerator",
+    "break_for_generator",
+    "devices_match",
+    "in_backward",
+]
 
 
 def devices_match(a: Any, b: Any) -> bool:
@@ -34,6 +42,24 @@ def in_backward() -> bool:
     return graph_task != -1
 
 
+def break_for_generator(seeded: bool) -> None:
+    """Under torch.compile, break the graph before a ``torch.Generator`` is used, saying why and what to do.
+
+    Dynamo cannot put a generator in a graph: the draw runs eagerly between
+    graphs, and ``fullgraph=True`` fails with this message rather than with
+    dynamo's own about a missing proxy or a lock.
+    """
+    import torch
+
+    if torch.compiler.is_compiling():
+        kind = "an int seed (a torch.Generator)" if seeded else "a torch.Generator"
+        torch._dynamo.graph_break(  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]
+            msg=f"anydrop draws from {kind} between torch.compile's graphs: dynamo cannot put a "
+            "generator in a graph. For one graph (fullgraph=True) pass rng=anydrop.PortableRNG(seed) "
+            "(reproducible, the same masks on every rank) or rng=None (torch's global generator)"
+        )
+
+
 class TorchGenerator(MaskSource):
     """A ``torch.Generator``, or None for the device's global generator (``torch.manual_seed``)."""
 
@@ -49,11 +75,16 @@ class TorchGenerator(MaskSource):
         # torch.manual_seed reproduces timm's masks.
         mask = x.new_empty(shape) if dtype is x.dtype else x.new_empty(shape, dtype=dtype)
         gen = self.gen
-        return mask.bernoulli_(keep) if gen is None else mask.bernoulli_(keep, generator=gen)
+        if gen is None:
+            return mask.bernoulli_(keep)
+        break_for_generator(False)
+        return mask.bernoulli_(keep, generator=gen)
 
     def uniform(self, shape: tuple[int, ...], x: Any, xp: Any) -> Any:
         import torch
 
+        if self.gen is not None:
+            break_for_generator(False)
         # float32 rather than float64: every device type has it.
         return x.new_empty(shape, dtype=torch.float32).uniform_(0.0, 1.0, generator=self.gen)
 
@@ -79,7 +110,11 @@ class TorchGenerator(MaskSource):
         bounds, values, bucketize, float64 = table
         u = x.new_empty(shape, dtype=float64)
         gen = self.gen
-        u = u.uniform_() if gen is None else u.uniform_(generator=gen)
+        if gen is None:
+            u = u.uniform_()
+        else:
+            break_for_generator(False)
+            u = u.uniform_(generator=gen)
         return values.take(bucketize(u, bounds, right=True))
 
 
@@ -105,49 +140,94 @@ def _one_draw_table(
     return table
 
 
-_EAGER_PORTABLE: list[type[PortableSource]] = []
+def _int64(value: int) -> int:
+    """``value`` mod 2**64 as a signed 64-bit int: the int64 with the same bits."""
+    value &= 2**64 - 1
+    return value - 2**64 if value >> 63 else value
 
 
-def eager_portable_source() -> type[PortableSource]:
-    """PortableSource whose draws run outside torch.compile's graphs (made once torch is imported).
+_GAMMA, _MIX_1, _MIX_2 = (_int64(v) for v in SPLITMIX64)
 
-    The stream is host-side integer arithmetic on a Python object that each
-    draw advances; dynamo cannot trace it, so a compiled function runs the
-    draw eagerly between graphs and gets the eager masks bit for bit.
+
+def _shift_right(z: Any, bits: int) -> Any:
+    """The logical right shift of uint64 ``z`` held as int64: ``>>`` on int64 keeps the sign bit."""
+    return (z >> bits) & ((1 << (64 - bits)) - 1)
+
+
+def _counter(position: int) -> Any:
+    """A PortableRNG's position as a 0-d int64 CPU tensor, for graphs to advance."""
+    import torch
+
+    if position >= 2**62:
+        raise ValueError(
+            f"a PortableRNG at position {position} cannot be drawn from under torch.compile, "
+            "which counts positions in int64 tensors, below 2**62"
+        )
+    return torch.tensor(position, dtype=torch.int64)
+
+
+class GraphPortableSource(PortableSource):
+    """PortableRNG's stream in torch's int64 arithmetic on x's device, drawn inside torch.compile's graphs.
+
+    The host-side stream is Python and NumPy code on a Python int that each
+    draw advances: dynamo cannot trace the NumPy code, and would compile a
+    graph per value of the int. Here the position is a 0-d int64 tensor (the
+    rng's counter) that the graph reads and advances in place, and SplitMix64
+    is computed with int64 tensors, whose products and sums wrap modulo 2**64
+    as uint64's do: the values, and so the masks, are the host stream's bit for
+    bit. The graph does not take the rng's lock.
     """
-    if not _EAGER_PORTABLE:
-        import torch
 
-        def eager(fn: Any) -> Any:
-            reason = (
-                "anydrop.PortableRNG draws its masks on the host, between graphs: compile with "
-                "fullgraph=False, or use rng=None (torch's generators) for one graph"
-            )
-            disable: Any = torch.compiler.disable  # pyright: ignore[reportUnknownVariableType, reportUnknownMemberType]
-            try:
-                return disable(fn, reason=reason)
-            except TypeError:  # older torch takes no reason
-                return disable(fn)
+    __slots__ = ()
 
-        class EagerPortableSource(PortableSource):
-            __slots__ = ()
-            bernoulli = eager(PortableSource.bernoulli)
-            bernoulli_pair = eager(PortableSource.bernoulli_pair)
-            uniform = eager(PortableSource.uniform)
+    def _uniform_ints(self, n: Any, x: Any) -> Any:
+        """The next ``n`` values of the stream as 53-bit ints ``k`` (u = k * 2**-53), on x's device."""
+        torch = sys.modules["torch"]
+        state, start = counted_stretch(self.rng, n, _counter)
+        # Value k of the stream is mix64(state + (k + 1) * gamma mod 2**64).
+        z = torch.arange(1, n + 1, dtype=torch.int64, device=x.device) + start.to(x.device)
+        z = z * _GAMMA + _int64(state)
+        z = (z ^ _shift_right(z, 30)) * _MIX_1
+        z = (z ^ _shift_right(z, 27)) * _MIX_2
+        z ^= _shift_right(z, 31)
+        return _shift_right(z, 64 - UNIFORM_BITS)
 
-        _EAGER_PORTABLE.append(EagerPortableSource)
-    return _EAGER_PORTABLE[0]
+    def masks(
+        self, shape: tuple[int, ...], probs: tuple[float, ...], dtype: Any, x: Any, xp: Any
+    ) -> list[Any]:
+        torch = sys.modules["torch"]
+        ints = self._uniform_ints(math.prod(shape), x).reshape(shape)
+        masks: list[Any] = []
+        for p in probs:
+            # u < p is k < ceil(p * 2**53), as the host draw compares. Computed
+            # as a CPU tensor: under torch.compile p may be a symbolic float,
+            # and every device type takes a 0-d CPU tensor as an operand.
+            limit = torch.ceil(torch.tensor(p, dtype=torch.float64) * 2.0**UNIFORM_BITS)
+            masks.append((ints < limit.to(torch.int64)).to(dtype))
+        return masks
 
+    def unbiased(  # noqa: PLR0917
+        self,
+        keep: float,
+        rounding: tuple[float, float, float],
+        shape: tuple[int, ...],
+        dtype: Any,
+        x: Any,
+        xp: Any,
+    ) -> Any:
+        if x.device.type not in {"cpu", "cuda"}:
+            return MaskSource.unbiased(self, keep, rounding, shape, dtype, x, xp)
+        bounds, values, bucketize, float64 = _one_draw_table(keep, rounding, dtype, x.device)
+        u = self._uniform_ints(math.prod(shape), x).reshape(shape).to(float64) * 2.0**-UNIFORM_BITS
+        return values.take(bucketize(u, bounds, right=True))
 
-def prepare_for_compile() -> None:
-    """Make, eagerly, what a compiled PortableRNG draw needs, once torch.compile's dynamo is loaded.
-
-    Dynamo cannot trace a class definition: made inside a trace, the class
-    costs a graph break (an error under ``fullgraph=True``). Not before dynamo
-    is loaded, since ``torch.compiler.disable`` imports it, which takes seconds.
-    """
-    if not _EAGER_PORTABLE and "torch._dynamo" in sys.modules:
-        eager_portable_source()
+    def uniform(self, shape: tuple[int, ...], x: Any, xp: Any) -> Any:
+        torch = sys.modules["torch"]
+        ints = self._uniform_ints(math.prod(shape), x).reshape(shape)
+        # The host draw gives the floats k * 2**-53, which torch stores in its
+        # default dtype: k rounded to that dtype, then scaled by a power of two
+        # (exact), is the same number, with no float64 on the device.
+        return ints.to(torch.get_default_dtype()) * 2.0**-UNIFORM_BITS
 
 
 class TorchBackend(Backend):
@@ -210,6 +290,7 @@ class TorchBackend(Backend):
     def seeded(self, seed: int, x: Any) -> Any:
         import torch
 
+        break_for_generator(True)
         if x.device.type == "meta":
             return None  # meta tensors hold no data and have no generator
         if seed >> 32 and x.device.type == "cpu":
@@ -226,8 +307,7 @@ class TorchBackend(Backend):
         import torch
 
         if torch.compiler.is_compiling():
-            return eager_portable_source()(rng)
-        prepare_for_compile()
+            return GraphPortableSource(rng)
         return PortableSource(rng)
 
     def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
