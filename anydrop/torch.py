@@ -6,6 +6,7 @@ Importing this module imports torch; ``import anydrop`` alone does not.
 from __future__ import annotations
 
 import copy
+import sys
 from typing import Any, cast
 
 import torch
@@ -14,15 +15,24 @@ from ._core._checks import check_seed, is_integer
 from ._core._portable import PortableRNG, stream_value
 from ._core._sources import MaskSource
 from ._core.backends import backend_for, check_layer_rng, lookup
-from ._core.backends.torch import TorchGenerator, break_for_generator, in_backward
+from ._core.backends.torch import (
+    TorchGenerator,
+    break_for_generator,
+    eager_portable_source,
+    in_backward,
+    prepare_portable,
+)
 from ._layers import DropPathConfig, ResidualConfig
 from ._torch_ranks import shared_seed, synchronized_rng
 
 __all__ = ["DropPath", "DropPathResidual", "convert", "shared_seed", "synchronized_rng"]
 
 # What a compiled function must not have to make, made now: torch.Tensor's
-# entry in the backend registry.
+# entry in the backend registry, and, where torch.compile is loaded, the class
+# whose PortableRNG draws run between graphs.
 lookup(torch.empty(0))
+if "torch._dynamo" in sys.modules:
+    eager_portable_source()
 
 
 #: The saved-tensor hooks installed, if any: a non-reentrant ``torch.utils.checkpoint``
@@ -52,6 +62,12 @@ class _TorchLayer:
     state, leaving the layer's generator where the forward left it.
     ``rng=None`` needs none of this: checkpoint restores the global generators.
     """
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "rng" and isinstance(value, PortableRNG):
+            # Its position moves into a tensor now, so that a compiled model draws in its graph.
+            prepare_portable(value)
+        super().__setattr__(name, value)
 
     def __prepare_scriptable__(self) -> torch.nn.Module:
         # torch.jit.script calls this on every submodule before compiling it.

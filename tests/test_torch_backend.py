@@ -341,16 +341,21 @@ def test_counter_moves_the_position_for_every_later_draw():
     PortableSource(rng).bernoulli(0.5, (3,), torch.float32, x, xp)
     assert rng.position == 8
     assert int(rng._counter) == 8
-    for clone in (pickle.loads(pickle.dumps(rng)), copy.deepcopy(rng), copy.copy(rng)):
+    unpickled = pickle.loads(pickle.dumps(rng))
+    assert (unpickled.seed, unpickled.position) == (8, 8)
+    assert unpickled._counter is None  # pickles hold ints only
+    for clone in (copy.deepcopy(rng), copy.copy(rng)):
         assert (clone.seed, clone.position) == (8, 8)
-        assert clone._counter is None  # a copy does not share the original's counter
+        assert clone._counter is not rng._counter  # a counter of its own
+        clone._counter = clone._counter + 1
+        assert rng.position == 8
     reference = PortableRNG(8, position=8)
     x = torch.ones(16, 2)
     assert torch.equal(drop_path(x, 0.5, True, rng=rng), drop_path(x, 0.5, True, rng=reference))
 
 
 def test_portable_draw_leaves_dynamo_unloaded():
-    # An eager PortableRNG draw imports no torch._dynamo (seconds) and makes no counter.
+    # An eager PortableRNG draw imports no torch._dynamo (seconds); it moves the position into a counter.
     import subprocess
     import sys
 
@@ -359,9 +364,9 @@ def test_portable_draw_leaves_dynamo_unloaded():
         "from anydrop import PortableRNG, drop_path\n"
         "rng = PortableRNG(1)\n"
         "drop_path(torch.ones(8, 2), 0.5, training=True, rng=rng)\n"
-        "print(rng._counter is None, 'torch._dynamo' in sys.modules)\n"
+        "print(int(rng._counter), rng.position, 'torch._dynamo' in sys.modules)\n"
     )
     done = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
-    assert done.stdout.split() == ["True", "False"]
+    assert done.stdout.split() == ["8", "8", "False"]

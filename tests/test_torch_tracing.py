@@ -231,9 +231,71 @@ def test_portable_rng_functions_under_fullgraph_match_eager(compile_counter):
     x, b = torch.randn(12, 4, 6), torch.randn(12, 4, 6)
     compiled = torch.compile(fn, fullgraph=True, backend=compile_counter())
     mine, reference = anydrop.PortableRNG(3), anydrop.PortableRNG(3)
+    fn(x, b, mine)  # one eager call readies a PortableRNG for one graph
+    fn(x, b, reference)
     for _ in range(3):
         assert torch.equal(compiled(x, b, mine), fn(x, b, reference))
         assert mine.position == reference.position
+
+
+def test_layers_ready_their_portable_rng_for_the_graph():
+    # Built with a PortableRNG, or given one later, a layer moves its position
+    # into a tensor, so that the first compiled call already draws in the graph.
+    rng, other = anydrop.PortableRNG(1, position=5), anydrop.PortableRNG(2)
+    layer = DropPath(0.5, rng=rng)
+    assert int(rng._counter) == 5
+    layer.rng = other
+    assert int(other._counter) == 0
+    assert rng.position == 5
+
+
+def test_a_fresh_portable_rng_draws_between_graphs_first(compile_counter):
+    # A PortableRNG that never drew on torch has its position in a Python int:
+    # its first compiled draw runs eagerly between graphs (and moves the
+    # position into a tensor), the next ones in the graph; the masks are the
+    # eager ones throughout.
+    def fn(x, rng):
+        return anydrop.drop_path(x, 0.5, True, rng=rng)
+
+    counter = compile_counter()
+    compiled = torch.compile(fn, backend=counter)
+    mine, reference = anydrop.PortableRNG(9), anydrop.PortableRNG(9)
+    x = torch.randn(32, 2)
+    for _ in range(4):
+        assert torch.equal(compiled(x, mine), fn(x, reference))
+    assert mine.position == reference.position == 4 * 32
+
+
+def test_a_fresh_portable_rng_under_fullgraph_names_the_way_out(compile_counter):
+    compiled = torch.compile(
+        lambda x, rng: anydrop.drop_path(x, 0.5, True, rng=rng), fullgraph=True, backend=compile_counter()
+    )
+    anydrop.drop_path(torch.ones(2), 0.5, True, rng=anydrop.PortableRNG(0))  # dynamo is loaded: class made
+    rng = anydrop.PortableRNG(3)
+    rng.__setstate__(rng.__getstate__())  # as fresh as a new one
+    with pytest.raises(Exception, match=r"PortableRNG draws its first masks between graphs.*anydrop.torch"):
+        compiled(torch.randn(8, 3), rng)
+
+
+# inductor's code generation calls the deprecated torch.jit.script_method itself.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_inductor_draws_the_eager_portable_masks():
+    # The default backend generates code: the limb arithmetic gives the host
+    # stream there too, for the per-sample mask and the 16-bit scale.
+    torch._dynamo.reset()
+    try:
+        for dtype in (torch.float32, torch.bfloat16):
+            layer, reference = (
+                DropPath(0.3, rng=anydrop.PortableRNG(5)),
+                DropPath(0.3, rng=anydrop.PortableRNG(5)),
+            )
+            compiled = torch.compile(layer, fullgraph=True)
+            for n in (1000, 17):
+                x = torch.randn(n, 3, dtype=dtype)
+                assert torch.equal(compiled(x), reference(x))
+            assert layer.rng.position == reference.rng.position == 1017
+    finally:
+        torch._dynamo.reset()
 
 
 def test_torch_dynamo_explain_finds_no_graph_break_with_portable_rng():

@@ -24,6 +24,7 @@ __all__ = [
     "SPLITMIX64",
     "UNIFORM_BITS",
     "PortableRNG",
+    "attach_counter",
     "counted_stretch",
     "mix64",
     "splitmix64_at",
@@ -166,6 +167,17 @@ class PortableRNG:
     def __repr__(self) -> str:
         return f"PortableRNG(seed={self._seed}, position={self.position})"
 
+    def __copy__(self) -> PortableRNG:
+        clone = PortableRNG(self._seed, position=self.position)
+        counter = self._counter
+        if counter is not None:
+            # A counter of its own, at the same position: a copied model compiles as the original.
+            clone._counter = counter + 0
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> PortableRNG:
+        return self.__copy__()
+
     def __getstate__(self) -> dict[str, int]:
         return {"seed": self._seed, "position": self.position}
 
@@ -195,6 +207,19 @@ def take_stretch(rng: PortableRNG, n: int) -> tuple[int, int]:
             start = int(counter)
             rng._counter = counter + n  # a new array: see counted_stretch
     return rng._state, start
+
+
+def attach_counter(rng: PortableRNG, make_counter: Callable[[int], Any]) -> None:
+    """Move ``rng``'s position into a 0-d int64 array made by ``make_counter(position)``, if not yet done.
+
+    Done eagerly, before a traced graph draws: a graph then reads the position
+    from an input array rather than making it from a constant.
+    """
+    if rng._counter is not None:
+        return
+    with rng._lock:
+        if rng._counter is None:
+            rng._counter = make_counter(rng._position)
 
 
 def counted_stretch(rng: PortableRNG, n: Any, make_counter: Callable[[int], Any]) -> tuple[int, Any]:

@@ -9,7 +9,8 @@ import sys
 from typing import Any
 
 from .._compat import torch_namespace
-from .._portable import SPLITMIX64, UNIFORM_BITS, PortableRNG, counted_stretch, mix64
+from .._limbs import stream_uniform_ints
+from .._portable import UNIFORM_BITS, PortableRNG, attach_counter, counted_stretch, mix64
 from .._sources import MaskSource, PortableSource
 from ._base import Backend
 
@@ -20,6 +21,7 @@ __all__ = [
     "break_for_generator",
     "devices_match",
     "in_backward",
+    "prepare_portable",
 ]
 
 
@@ -140,20 +142,6 @@ def _one_draw_table(
     return table
 
 
-def _int64(value: int) -> int:
-    """``value`` mod 2**64 as a signed 64-bit int: the int64 with the same bits."""
-    value &= 2**64 - 1
-    return value - 2**64 if value >> 63 else value
-
-
-_GAMMA, _MIX_1, _MIX_2 = (_int64(v) for v in SPLITMIX64)
-
-
-def _shift_right(z: Any, bits: int) -> Any:
-    """The logical right shift of uint64 ``z`` held as int64: ``>>`` on int64 keeps the sign bit."""
-    return (z >> bits) & ((1 << (64 - bits)) - 1)
-
-
 def _counter(position: int) -> Any:
     """A PortableRNG's position as a 0-d int64 CPU tensor, for graphs to advance."""
     import torch
@@ -167,15 +155,15 @@ def _counter(position: int) -> Any:
 
 
 class GraphPortableSource(PortableSource):
-    """PortableRNG's stream in torch's int64 arithmetic on x's device, drawn inside torch.compile's graphs.
+    """PortableRNG's stream computed on x's device with torch's int64 ops, inside torch.compile's graphs.
 
     The host-side stream is Python and NumPy code on a Python int that each
     draw advances: dynamo cannot trace the NumPy code, and would compile a
     graph per value of the int. Here the position is a 0-d int64 tensor (the
-    rng's counter) that the graph reads and advances in place, and SplitMix64
-    is computed with int64 tensors, whose products and sums wrap modulo 2**64
-    as uint64's do: the values, and so the masks, are the host stream's bit for
-    bit. The graph does not take the rng's lock.
+    rng's counter, replaced at each draw) and SplitMix64 is computed in 16-bit
+    limbs (``_limbs``), exact whether the compiled code wraps or not: the
+    values, and so the masks, are the host stream's bit for bit. The graph
+    does not take the rng's lock.
     """
 
     __slots__ = ()
@@ -184,13 +172,7 @@ class GraphPortableSource(PortableSource):
         """The next ``n`` values of the stream as 53-bit ints ``k`` (u = k * 2**-53), on x's device."""
         torch = sys.modules["torch"]
         state, start = counted_stretch(self.rng, n, _counter)
-        # Value k of the stream is mix64(state + (k + 1) * gamma mod 2**64).
-        z = torch.arange(1, n + 1, dtype=torch.int64, device=x.device) + start.to(x.device)
-        z = z * _GAMMA + _int64(state)
-        z = (z ^ _shift_right(z, 30)) * _MIX_1
-        z = (z ^ _shift_right(z, 27)) * _MIX_2
-        z ^= _shift_right(z, 31)
-        return _shift_right(z, 64 - UNIFORM_BITS)
+        return stream_uniform_ints(torch, state, start.to(x.device), n, x.device)
 
     def masks(
         self, shape: tuple[int, ...], probs: tuple[float, ...], dtype: Any, x: Any, xp: Any
@@ -228,6 +210,58 @@ class GraphPortableSource(PortableSource):
         # default dtype: k rounded to that dtype, then scaled by a power of two
         # (exact), is the same number, with no float64 on the device.
         return ints.to(torch.get_default_dtype()) * 2.0**-UNIFORM_BITS
+
+
+_EAGER_PORTABLE: list[type[PortableSource]] = []
+
+
+def eager_portable_source() -> type[PortableSource]:
+    """PortableSource whose draws run eagerly, between torch.compile's graphs (made once dynamo is loaded).
+
+    For a PortableRNG whose position is not yet in a tensor: a graph would make
+    the position a constant, and inductor, reading the limb arithmetic on
+    constants as index arithmetic, takes minutes to simplify it. The eager
+    draw moves the position into a tensor, so the next compiled call draws in
+    the graph.
+    """
+    if not _EAGER_PORTABLE:
+        import torch
+
+        def eager(fn: Any) -> Any:
+            def draw(self: PortableSource, *args: Any) -> Any:
+                attach_counter(self.rng, _counter)
+                return fn(self, *args)
+
+            reason = (
+                "anydrop.PortableRNG draws its first masks between graphs, until it has drawn once "
+                "on torch: call the model once without torch.compile, or build the anydrop.torch "
+                "layers with the PortableRNG (they prepare it), for one graph"
+            )
+            disable: Any = torch.compiler.disable  # pyright: ignore[reportUnknownVariableType, reportUnknownMemberType]
+            try:
+                return disable(draw, reason=reason)
+            except TypeError:  # older torch takes no reason
+                return disable(draw)
+
+        class EagerPortableSource(PortableSource):
+            __slots__ = ()
+            bernoulli = eager(PortableSource.bernoulli)
+            bernoulli_pair = eager(PortableSource.bernoulli_pair)
+            uniform = eager(PortableSource.uniform)
+
+        _EAGER_PORTABLE.append(EagerPortableSource)
+    return _EAGER_PORTABLE[0]
+
+
+def prepare_portable(rng: PortableRNG) -> None:
+    """Ready ``rng`` for compiled draws, eagerly: its position in a tensor.
+
+    Once dynamo is loaded, also the class for the draws of a PortableRNG not
+    prepared so: dynamo cannot trace a class definition.
+    """
+    attach_counter(rng, _counter)
+    if not _EAGER_PORTABLE and "torch._dynamo" in sys.modules:
+        eager_portable_source()
 
 
 class TorchBackend(Backend):
@@ -307,7 +341,10 @@ class TorchBackend(Backend):
         import torch
 
         if torch.compiler.is_compiling():
+            if rng._counter is None:  # pyright: ignore[reportPrivateUsage]
+                return eager_portable_source()(rng)
             return GraphPortableSource(rng)
+        prepare_portable(rng)
         return PortableSource(rng)
 
     def add_product(self, x: Any, branch: Any, mask: Any) -> Any:
