@@ -126,6 +126,13 @@ def test_residual_runs_the_branch_on_kept_samples_only(keras, kdrop):
     np.testing.assert_array_equal(_np(keras, block(x)), 11 * x)
 
 
+def test_residual_drops_along_its_axis(keras, kdrop):
+    block = kdrop.DropPathResidual(keras.layers.Identity(), 0.5, axis=1, seed=0)
+    out = _np(keras, block(np.ones((4, 8, 2), "float32"), training=True))
+    assert np.all(out == out[:1, :, :1])  # one draw per index along axis 1
+    assert sorted(set(out[0, :, 0].tolist())) == [1.0, 3.0]
+
+
 def test_scale_at_test_matches_keras_cv(keras, kdrop):
     # keras-cv StochasticDepth(rate=0.5)([u, u], training=False) is 1.5 * u.
     u = np.arange(1.0, 7.0, dtype="float32").reshape(2, 3)
