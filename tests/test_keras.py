@@ -289,6 +289,11 @@ def test_argument_errors_name_the_argument(keras, kdrop):
 def test_unsupported_backends_are_refused_by_name(kdrop):
     # TensorFlow tensors are not array API arrays; construction on that backend
     # goes through this check (keras.backend.backend() is the name).
-    with pytest.raises(ValueError, match=r"run on the Keras backends jax, torch, numpy.* is 'tensorflow'"):
+    message = (
+        r"^anydrop\.keras layers run on the Keras backends jax, torch, numpy, whose tensors are array API "
+        r"arrays, but keras\.backend\.backend\(\) is 'tensorflow'; set KERAS_BACKEND=jax, torch or numpy "
+        r"before importing keras$"
+    )
+    with pytest.raises(ValueError, match=message):
         kdrop.check_backend("tensorflow")
     kdrop.check_backend("jax")
