@@ -45,14 +45,17 @@ docs
     Build the documentation (Sphinx, ``docs/``) into ``docs/_build/html`` with
     warnings as errors, then run every example: the doctests of ``docs/*.md``,
     ``README.md`` and the package's docstrings, and the scripts in ``docs/examples/``.
-mutation(numpy), mutation(torch), mutation(jax)
-    mutmut over the core (entry points, scale, residual, checks, PortableRNG and
-    the mask sources) and the framework-neutral layers with the NumPy tests
-    (``[tool.mutmut]`` in pyproject.toml); over anydrop.torch, its rank helpers
-    and the torch backend with the torch tests; over anydrop.flax,
-    anydrop.equinox and the JAX backend with the JAX tests (``MUTATION`` below;
-    each in its own ``.mutation-BACKEND/`` folder). Long, and not in the default
-    run. ``nox -s "mutation(numpy)" -- "anydrop._core._scale*"`` mutates one module.
+mutation(numpy), mutation(torch), mutation(jax), mutation(array_api_strict), mutation(dask), mutation(keras)
+    mutmut over the core (entry points, scale, residual, checks, PortableRNG,
+    the mask sources, the backend lookup and base class), the NumPy backend and
+    the framework-neutral layers with the NumPy tests (``[tool.mutmut]`` in
+    pyproject.toml); over anydrop.torch, its rank helpers and the torch backend
+    with the torch tests; over anydrop.flax, anydrop.equinox and the JAX backend
+    with the JAX tests; over the generic backend with the array-api-strict tests,
+    the Dask backend with the Dask tests, and anydrop.keras with the Keras tests
+    on Keras's JAX backend (``MUTATION`` below; each in its own
+    ``.mutation-BACKEND/`` folder). Long, and not in the default run.
+    ``nox -s "mutation(numpy)" -- "anydrop._core._scale*"`` mutates one module.
 bench
     ``python -m anydrop.bench``: anydrop, timm, the classic two-pass version and
     the one-pass memory limit side by side (minutes; not in the default run).
@@ -376,6 +379,43 @@ MUTATION = {
         # process forked from a server that has not started them.
         ['process_isolation = "forkserver"'],
     ),
+    "array_api_strict": (
+        ["anydrop/_core/backends/generic.py"],
+        [
+            "tests/test_drop_path.py",
+            "tests/test_fused.py",
+            "tests/test_bad_inputs.py",
+            "tests/test_portable_rng.py",
+            "tests/test_nonfinite.py",
+            "tests/test_modules.py",
+            "tests/test_layer_arguments.py",
+        ],
+        [],
+        [],
+    ),
+    "dask": (
+        ["anydrop/_core/backends/dask.py"],
+        [
+            "tests/test_dask.py",
+            "tests/test_drop_path.py",
+            "tests/test_fused.py",
+            "tests/test_bad_inputs.py",
+            "tests/test_portable_rng.py",
+            "tests/test_nonfinite.py",
+            "tests/test_modules.py",
+            "tests/test_layer_arguments.py",
+        ],
+        # The cluster test's workers import the package unmutated, and it computes 1.5 GiB.
+        ["-k", "not cluster"],
+        # Dask's thread pool does not survive a fork either: a forked test that computes hangs.
+        ['process_isolation = "forkserver"'],
+    ),
+    "keras": (
+        ["anydrop/keras.py"],
+        ["tests/test_keras.py"],
+        [],
+        ['process_isolation = "forkserver"'],
+    ),
 }
 
 
@@ -397,6 +437,14 @@ def mutation(session: nox.Session, backend: str) -> None:
         session.env["OMP_NUM_THREADS"] = "1"
     elif backend == "jax":
         session.install(JAX, "flax", "equinox")
+    elif backend == "array_api_strict":
+        session.install("array-api-strict")
+    elif backend == "dask":
+        session.install("-e", ".[dask]")
+    elif backend == "keras":
+        session.install("keras", JAX)
+        # Read once, when Keras is first imported; JAX is the Keras backend whose tests run fastest.
+        session.env["KERAS_BACKEND"] = "jax"
     if backend != "numpy":
         workdir = _mutation_copy(backend, *MUTATION[backend])
     with session.chdir(workdir):
@@ -417,7 +465,9 @@ def _mutation_copy(
     """
     workdir = Path(f".mutation-{backend}")
     workdir.mkdir(exist_ok=True)
-    args = [f"--backend={backend}", "-p", "no:cacheprovider", *pytest_args]
+    # The Keras layers' tests take the array library of the Keras backend they run on.
+    library = "jax" if backend == "keras" else backend
+    args = [f"--backend={library}", "-p", "no:cacheprovider", *pytest_args]
     for name in ("anydrop", "tests"):
         shutil.rmtree(workdir / name, ignore_errors=True)
         shutil.copytree(name, workdir / name)

@@ -161,6 +161,8 @@ class DropPath(_Config):
     array([[1., 1., 1.]], dtype=float32)
     """
 
+    # Keras reads __init__'s signature, which mutmut's wrapper of a mutated function hides.
+    # pragma: no mutate start
     def __init__(
         self,
         rate: float = 0.1,
@@ -174,6 +176,7 @@ class DropPath(_Config):
         super().__init__(**kwargs)
         self._setup(rate, scale_by_keep, scale_at_test, axis, seed)
         self.supports_masking = True
+        # pragma: no mutate end
 
     def call(self, inputs: Any, training: bool | None = None) -> Any:
         active = self._training(training)
@@ -238,6 +241,8 @@ class DropPathResidual(_Config):
 
     axis: int
 
+    # Keras reads __init__'s signature, which mutmut's wrapper of a mutated function hides.
+    # pragma: no mutate start
     def __init__(
         self,
         branch: keras.layers.Layer,
@@ -261,6 +266,7 @@ class DropPathResidual(_Config):
         self._setup(rate, scale_by_keep, scale_at_test, axis, seed)
         self.branch = branch
         self.fixed_size = bool(fixed_size)
+        # pragma: no mutate end
 
     def build(self, input_shape: Any) -> None:
         # compute_output_shape answers for symbolic calls, so call() is not

@@ -2,8 +2,9 @@
 
 The public API is what the other tests use. These few internal functions are
 checked on their own (the SplitMix64 stream against published values, the
-nested masks of one draw, the per-step seeds of ``synchronized_rng``), so a
-move inside the package changes only this module.
+nested masks of one draw, the per-step seeds of ``synchronized_rng``, the
+lookup of an array type's backend, cached per type), so a move inside the
+package changes only this module.
 """
 
 from __future__ import annotations
@@ -11,9 +12,16 @@ from __future__ import annotations
 from typing import Any
 
 from anydrop._core._portable import splitmix64_numpy, splitmix64_python, stream_value
-from anydrop._core.backends import backend_for
+from anydrop._core.backends import BY_TYPE, backend_for
 
-__all__ = ["portable_masks", "splitmix64_numpy", "splitmix64_python", "stream_value"]
+__all__ = [
+    "BY_TYPE",
+    "backend_for",
+    "portable_masks",
+    "splitmix64_numpy",
+    "splitmix64_python",
+    "stream_value",
+]
 
 
 def portable_masks(

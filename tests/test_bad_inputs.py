@@ -140,7 +140,9 @@ def _just(make: Callable[[], Any]) -> Callable[[Any, Any, bool], Any]:
     return call
 
 
-_NOT_AN_ARRAY = "x must be an array of a supported array library"
+_NOT_AN_ARRAY = (
+    "x must be an array of a supported array library (NumPy, PyTorch, CuPy or another array API namespace), "
+)
 
 CATALOGUE = [
     # x: not an array, or not a floating-point one
@@ -252,7 +254,21 @@ CATALOGUE = [
     ),
     Bad("JAX without a key", _dp(), TypeError, "rng is required for JAX arrays", ("jax",), eval_too=False),
     Bad("JAX traced drop_prob", _jax_traced_p, TypeError, "drop_prob must be a concrete number", ("jax",)),
-    Bad("DropPath JAX key", _jax_layer_key, TypeError, "rng must not be a JAX key", ("jax",)),
+    Bad(
+        "DropPath JAX key",
+        _jax_layer_key,
+        TypeError,
+        "rng must not be a JAX key for a DropPath layer: the layer would draw the same mask on every call. "
+        "Use anydrop.flax.DropPath with nnx.Rngs, or an int seed outside jax.jit",
+        ("jax",),
+    ),
+    Bad(
+        "DropPath rng str",
+        _just(lambda: DropPath(0.5, rng="seed")),
+        TypeError,
+        "rng must be None, a non-negative int seed, an anydrop.PortableRNG, or a numpy.random.Generator, "
+        "torch.Generator or cupy.random.Generator, got an object of type builtins.str",
+    ),
     # PortableRNG
     Bad(
         "PortableRNG negative",

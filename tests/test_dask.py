@@ -133,7 +133,11 @@ def test_drop_path_residual_is_refused_with_the_reason():
 def test_unknown_chunk_sizes_along_a_drop_axis_are_a_value_error():
     x = da.from_array(np.arange(1.0, 13.0).reshape(6, 2), chunks=(3, 2))
     unknown = x[x[:, 0] > 4]  # boolean indexing: chunk sizes unknown until computed
-    with pytest.raises(ValueError, match=r"x has unknown chunk sizes along a drop axis.*compute_chunk_sizes"):
+    message = (
+        r"^x has unknown chunk sizes along a drop axis \(shape \(nan, 2\)\): call x\.compute_chunk_sizes\(\) "
+        r"first, so that the mask can be chunked like x$"
+    )
+    with pytest.raises(ValueError, match=message):
         drop_path(unknown, 0.5, True, rng=0)
     # Along another axis they are fine: the mask has size 1 there.
     out = drop_path(unknown.T, 0.5, True, rng=0).compute()
@@ -211,3 +215,20 @@ def test_masks_made_on_the_host_equal_the_lazily_built_ones(rng):
     small = da.ones((256, 197, 8), chunks=(32, 197, 8))
     mask = da.random.default_rng(0).random((256, 1, 1), chunks=(32, 1, 1)) < 0.5
     assert len(drop_path(small, 0.5, True, rng=rng()).dask) <= len((small * (mask / 0.5)).dask)
+
+
+@pytest.mark.parametrize(
+    ("shape", "chunks", "axis"),
+    [((70000,), (30000,), 0), ((40, 50, 40), (16, 25, 40), (0, 1, 2)), ((300, 3, 250), (64, 3, 100), (0, 2))],
+    ids=["1-d", "3-d", "axes-0-and-2"],
+)
+def test_lazily_built_masks_are_numpys_masks_chunked_like_x(shape, chunks, axis):
+    # Masks of more elements than the host computes, built from each element's position in C order.
+    host = np.random.default_rng(5).uniform(1.0, 2.0, size=shape).astype(np.float32)
+    assert math.prod(host.shape[a] for a in np.atleast_1d(axis)) > 2**16
+    x = da.from_array(host, chunks=chunks)
+    out = drop_path(x, 0.5, True, axis=axis, rng=PortableRNG(9))
+    assert out.dtype == np.float32
+    assert out.chunks == x.chunks
+    assert _joins_blocks(out) == []
+    np.testing.assert_array_equal(out.compute(), drop_path(host, 0.5, True, axis=axis, rng=PortableRNG(9)))

@@ -12,6 +12,7 @@ from array_api_compat import array_namespace, device
 from anydrop import drop_path
 from tests.backends import NO_ADVANCING_RNG, NO_DEFAULT_RNG, NO_STRIDED_VIEWS, make_generator
 from tests.helpers import kept_samples, random_batch, scaled
+from tests.internals import BY_TYPE, backend_for
 
 # Count bounds are mean +- 5 standard deviations at a fixed seed: a correct
 # implementation fails one with probability below 1e-6.
@@ -250,3 +251,33 @@ def test_output_stays_on_a_non_default_device(backend):
     for rng in (0, None, np.random.default_rng(0)):
         out = drop_path(x, 0.5, True, rng=rng)
         assert out.device == dev
+
+
+#: The backend anydrop picks for each test library's arrays.
+_BACKEND_NAMES = {
+    "numpy": "numpy",
+    "torch": "torch",
+    "cupy": "cupy",
+    "array_api_strict": "generic",
+    "dask": "dask",
+    "jax": "jax",
+}
+
+
+@pytest.mark.thread_unsafe
+def test_an_array_type_met_for_the_first_time_gets_its_librarys_backend_once(backend):
+    # The backend is looked up once per array type and cached: forget the type to see the lookup itself.
+    x = random_batch(backend, (16, 2), "float64")
+    saved = BY_TYPE.pop(type(x), None)
+    try:
+        assert backend_for(x).name == _BACKEND_NAMES[backend.name]
+        entry = BY_TYPE[type(x)]
+        assert entry[0] is array_namespace(x)
+        out = drop_path(x, 0.5, True, rng=0)
+        assert BY_TYPE[type(x)] is entry
+        assert list(entry[2]) == [x.dtype]  # the per-dtype cache the call filled
+        kept = kept_samples(backend.to_numpy(out), backend.to_numpy(scaled(backend.xp, x, 0.5)), (0,))
+        assert 0 < kept.sum() < kept.size
+    finally:
+        if saved is not None:
+            BY_TYPE[type(x)] = saved

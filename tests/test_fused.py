@@ -45,6 +45,26 @@ def test_add_broadcasts_like_plus(backend):
     _close(backend, out, x + drop_path(branch, 0.5, True, rng=3))
 
 
+def test_add_broadcasts_a_branch_smaller_than_x(backend):
+    x = random_batch(backend, (16, 5, 3), "float64", seed=1)
+    branch = random_batch(backend, (16, 1, 3), "float64", seed=2)
+    out = drop_path_add(x, branch, 0.5, True, rng=3)
+    assert out.shape == (16, 5, 3)
+    _close(backend, out, x + drop_path(branch, 0.5, True, rng=3))
+
+
+@pytest.mark.parametrize(
+    ("x_dtype", "branch_dtype"), [("float32", "float64"), ("float64", "float32"), ("complex128", "float64")]
+)
+def test_add_promotes_mixed_dtypes_like_plus(backend, x_dtype, branch_dtype):
+    x = random_batch(backend, (16, 3), x_dtype, seed=1)
+    branch = random_batch(backend, (16, 3), branch_dtype, seed=2)
+    out = drop_path_add(x, branch, 0.5, True, rng=3)
+    expected = x + drop_path(branch, 0.5, True, rng=3)
+    assert out.dtype == expected.dtype
+    _close(backend, out, expected)
+
+
 def test_add_without_dropping_is_plain_addition(backend):
     x = random_batch(backend, (8, 3), seed=1)
     branch = random_batch(backend, (8, 3), seed=2)
@@ -476,7 +496,9 @@ def test_residual_names_the_type_of_a_branch_that_is_not_callable(backend):
 
 
 @pytest.mark.backends("numpy")
-@pytest.mark.parametrize("shape", [(64, 197, 8), (3, 2**17 + 5), (2, 3, 2**16)])
+@pytest.mark.parametrize(
+    "shape", [(64, 197, 8), (3, 2**17 + 5), (2, 3, 2**16), (2, 2**18 + 5), (10, 5, 2**13 + 1)]
+)
 def test_numpy_blocked_add_equals_the_two_pass_add_bit_for_bit(shape):
     # Large per-sample adds are done in cache-sized blocks: the same operations, the same bits.
     gen = np.random.default_rng(1)
@@ -487,6 +509,27 @@ def test_numpy_blocked_add_equals_the_two_pass_add_bit_for_bit(shape):
     np.testing.assert_array_equal(out, two_pass)
     assert out.dtype == x.dtype
     assert out.shape == shape
+
+
+@pytest.mark.backends("numpy")
+@pytest.mark.parametrize(
+    ("x_shape", "x_dtype", "branch_shape", "branch_dtype", "axis"),
+    [
+        ((4, 2**16), "float32", (4, 2**16), "float32", 1),
+        ((4, 2**16), "float32", (4, 1), "float32", 0),
+        ((4, 2**16), "float32", (4, 2**16), "float64", 0),
+    ],
+    ids=["mask-along-axis-1", "branch-broadcast", "wider-branch"],
+)
+def test_numpy_large_adds_that_cannot_go_block_by_block(x_shape, x_dtype, branch_shape, branch_dtype, axis):
+    # Only a per-sample mask and x and branch of one shape and dtype go block by block.
+    gen = np.random.default_rng(2)
+    x = gen.standard_normal(x_shape).astype(x_dtype)
+    branch = gen.standard_normal(branch_shape).astype(branch_dtype)
+    out = drop_path_add(x, branch, 0.3, True, axis=axis, rng=7)
+    two_pass = x + drop_path(branch, 0.3, True, axis=axis, rng=7)
+    assert out.dtype == two_pass.dtype
+    np.testing.assert_array_equal(out, two_pass)
 
 
 @pytest.mark.skip_backends(**RESIDUAL_GATHERS)
@@ -525,3 +568,16 @@ def test_add_in_float16_rounds_as_x_plus_drop_path_does(backend, rng):
     np.testing.assert_array_equal(
         backend.to_numpy(out), backend.to_numpy(x + drop_path(branch, 0.1, True, rng=rng(5)))
     )
+
+
+@pytest.mark.backends("array_api_strict")
+def test_fixed_size_residual_stays_on_a_non_default_device(backend):
+    # Its uniforms are drawn on the host: they must be moved to x's device before they are ranked.
+    xp = backend.xp
+    dev = xp.Device("device1")
+    x = xp.asarray(np.random.default_rng(0).uniform(1.0, 2.0, (16, 3)), device=dev)
+    for rng in (0, None, np.random.default_rng(0)):
+        out = drop_path_residual(x, _triple, 0.5, True, rng=rng, fixed_size=True)
+        assert out.device == dev
+        kept = ~np.all(backend.to_numpy(out) == backend.to_numpy(x), axis=1)
+        assert kept.sum() == 8

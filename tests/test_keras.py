@@ -83,6 +83,23 @@ def test_the_seed_generator_advances_and_the_seed_reproduces(keras, kdrop):
     assert not np.array_equal(other, first[1])
 
 
+def test_the_seed_generator_advances_only_on_calls_that_draw(keras, kdrop):
+    x = np.ones((8, 2), "float32")
+    makers = (
+        lambda rate: kdrop.DropPath(rate, seed=3),
+        lambda rate: kdrop.DropPathResidual(keras.layers.Identity(), rate, seed=3),
+    )
+    for make in makers:
+        layer, never = make(0.5), make(0.0)
+        layer(x)
+        layer(x, training=False)
+        never(x, training=True)
+        assert int(_np(keras, layer.seed_generator.state)[1]) == 0
+        assert int(_np(keras, never.seed_generator.state)[1]) == 0
+        layer(x, training=True)
+        assert int(_np(keras, layer.seed_generator.state)[1]) == 1
+
+
 def test_axis_and_scale_by_keep(keras, kdrop):
     x = np.ones((4, 64, 2), "float32")
     out = _np(keras, kdrop.DropPath(0.5, axis=1, scale_by_keep=False, seed=1)(x, training=True))
@@ -107,6 +124,13 @@ def test_residual_runs_the_branch_on_kept_samples_only(keras, kdrop):
     assert seen[-1] == (4, 3)  # fixed_size: exactly round(8 * 0.5) samples
     assert sorted(set(out[:, 0].tolist())) == [1.0, 21.0]
     np.testing.assert_array_equal(_np(keras, block(x)), 11 * x)
+
+
+def test_residual_drops_along_its_axis(keras, kdrop):
+    block = kdrop.DropPathResidual(keras.layers.Identity(), 0.5, axis=1, seed=0)
+    out = _np(keras, block(np.ones((4, 8, 2), "float32"), training=True))
+    assert np.all(out == out[:1, :, :1])  # one draw per index along axis 1
+    assert sorted(set(out[0, :, 0].tolist())) == [1.0, 3.0]
 
 
 def test_scale_at_test_matches_keras_cv(keras, kdrop):
@@ -229,7 +253,17 @@ def test_config_round_trip_keeps_every_argument(keras, kdrop):
     clone = kdrop.DropPathResidual.from_config(block.get_config())
     assert type(clone.branch) is keras.layers.Dense
     assert (clone.rate, clone.fixed_size, clone.seed) == (0.2, False, 1)
+    block = kdrop.DropPathResidual(keras.layers.Dense(2), axis=1)
+    clone = kdrop.DropPathResidual.from_config(block.get_config())
+    assert (clone.axis, clone.fixed_size) == (1, True)
     assert keras.saving.get_registered_name(kdrop.DropPath) == "anydrop>DropPath"
+
+
+def test_a_config_without_an_axis_loads_with_axis_zero(keras, kdrop):
+    for layer in (kdrop.DropPath(0.3, axis=1), kdrop.DropPathResidual(keras.layers.Dense(2), axis=1)):
+        config = layer.get_config()
+        del config["axis"]
+        assert type(layer).from_config(config).axis == 0
 
 
 # --- errors ---
@@ -255,6 +289,11 @@ def test_argument_errors_name_the_argument(keras, kdrop):
 def test_unsupported_backends_are_refused_by_name(kdrop):
     # TensorFlow tensors are not array API arrays; construction on that backend
     # goes through this check (keras.backend.backend() is the name).
-    with pytest.raises(ValueError, match=r"run on the Keras backends jax, torch, numpy.* is 'tensorflow'"):
+    message = (
+        r"^anydrop\.keras layers run on the Keras backends jax, torch, numpy, whose tensors are array API "
+        r"arrays, but keras\.backend\.backend\(\) is 'tensorflow'; set KERAS_BACKEND=jax, torch or numpy "
+        r"before importing keras$"
+    )
+    with pytest.raises(ValueError, match=message):
         kdrop.check_backend("tensorflow")
     kdrop.check_backend("jax")

@@ -63,6 +63,18 @@ def test_int_rng_seeds_one_stream_that_advances(backend):
     np.testing.assert_array_equal(first[0], backend.to_numpy(drop_path(x, 0.5, True, rng=123)))
 
 
+@pytest.mark.backends("array_api_strict")
+def test_int_rng_seeds_one_stream_per_device(backend):
+    xp = backend.xp
+    host = np.random.default_rng(0).uniform(1.0, 2.0, (64, 2))
+    on_default, on_other = xp.asarray(host), xp.asarray(host, device=xp.Device("device1"))
+    layer = DropPath(0.5, rng=123)
+    first = backend.to_numpy(layer(on_default))
+    # A device met later starts its own stream from the seed, not the first device's second mask.
+    np.testing.assert_array_equal(backend.to_numpy(layer(on_other)), first)
+    assert not np.array_equal(backend.to_numpy(layer(on_default)), first)
+
+
 @pytest.mark.skip_backends(**NO_ADVANCING_RNG)
 def test_generator_rng_is_used_and_advanced(backend):
     x = random_batch(backend, (64, 2))
