@@ -374,7 +374,8 @@ MUTATION = {
             "tests/test_fused.py",
             "tests/test_bad_inputs.py",
         ],
-        [],
+        # The copy holds no docs/: the test that runs docs/examples/jax_sharding.py cannot run there.
+        ["-k", "not test_the_docs_show_what_the_sharding_example_prints"],
         # JAX's threads do not survive a fork: each mutant's tests run in a
         # process forked from a server that has not started them.
         ['process_isolation = "forkserver"'],
@@ -437,6 +438,8 @@ def mutation(session: nox.Session, backend: str) -> None:
         session.env["OMP_NUM_THREADS"] = "1"
     elif backend == "jax":
         session.install(JAX, "flax", "equinox")
+        # 8 CPU devices for the meshes of tests/test_jax_sharding.py, as in the tests session.
+        session.env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8"
     elif backend == "array_api_strict":
         session.install("array-api-strict")
     elif backend == "dask":

@@ -5,6 +5,8 @@ Runs in the JAX session (``pytest --backend jax``), which installs equinox.
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -181,3 +183,61 @@ def test_plain_jax_jit_over_the_module_says_what_to_use(jax, jnp, edrop):
     layer = edrop.DropPath(0.5)
     with pytest.raises(TypeError, match=r"inference must be a Python bool.*eqx.filter_jit"):
         jax.jit(lambda m, x: m(x, key=jax.random.key(0)))(layer, jnp.ones(3))
+
+
+def test_residual_defaults_and_fields(edrop):
+    def branch(a):
+        return a
+
+    block = edrop.DropPathResidual(branch)
+    assert (block.p, block.scale_by_keep, block.scale_at_test, block.axis, block.inference) == (
+        0.1,
+        True,
+        False,
+        (),
+        False,
+    )
+    assert block.branch is branch
+
+
+def test_residual_argument_errors_name_the_argument(edrop):
+    with pytest.raises(ValueError, match=r"^p must be in \[0, 1\], got 1.5"):
+        edrop.DropPathResidual(lambda a: a, 1.5)
+    with pytest.raises(ValueError, match="scale_at_test=True and scale_by_keep=True"):
+        edrop.DropPathResidual(lambda a: a, 0.5, scale_at_test=True)
+    with pytest.raises(TypeError, match=r"^inference must be a bool, got 1 of type int$"):
+        edrop.DropPathResidual(lambda a: a, 0.5, inference=1)
+
+
+def test_inference_flag_errors_say_the_whole_fix(jax, jnp, edrop):
+    with pytest.raises(TypeError, match=r"^inference must be a bool, got 1 of type int$"):
+        edrop.DropPath(0.5, inference=1)
+    message = (
+        "inference must be a Python bool, got 1; pass the module through eqx.filter_jit / "
+        "eqx.filter_vmap (not jax.jit), and set inference with eqx.nn.inference_mode or per call"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        edrop.DropPath(0.5)(jnp.ones(3), key=jax.random.key(0), inference=1)
+
+
+@pytest.mark.parametrize("residual", [False, True], ids=["DropPath", "DropPathResidual"])
+def test_training_without_a_key_names_the_module_and_the_fix(jnp, edrop, residual):
+    layer = edrop.DropPathResidual(lambda a: a, 0.25) if residual else edrop.DropPath(0.25)
+    name = "DropPathResidual" if residual else "DropPath"
+    message = (
+        f"{name} is in training mode (inference=False) with p=0.25 > 0 but got no key: call it as "
+        "layer(x, key=key), or set inference=True (eqx.nn.inference_mode) to turn drop path off"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        layer(jnp.ones(3))
+
+
+def test_inference_mode_does_not_read_the_key(jax, jnp, edrop):
+    # As eqx.nn.Dropout: the key is not used where nothing is drawn (drop_path would refuse
+    # an array of keys).
+    x = jnp.ones((2, 3))
+    keys = jax.random.split(jax.random.key(0), 3)
+    assert edrop.DropPath(0.5)(x, key=keys, inference=True) is x
+    assert edrop.DropPath(0.5, inference=True)(x, key=keys) is x
+    block = edrop.DropPathResidual(lambda a: 2 * a, 0.5, inference=True)
+    np.testing.assert_array_equal(np.asarray(block(x, key=keys)), 3 * np.asarray(x))

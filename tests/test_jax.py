@@ -7,6 +7,7 @@ cover what they cannot: keys instead of generators, tracing, and flax.
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -62,6 +63,18 @@ def test_new_and_legacy_keys_and_int_seeds_draw_the_same_masks(jax, jnp):
     assert 0 < _kept(by_key).sum() < 64
 
 
+def test_legacy_keys_of_the_rbg_implementation_are_taken(jax, jnp):
+    # jax.random.PRNGKey makes uint32 arrays of shape (4,) when rbg is the default implementation.
+    x = jnp.ones((64, 2))
+    with jax.default_prng_impl("rbg"):
+        legacy = jax.random.PRNGKey(7)
+        assert legacy.shape == (4,)
+        out = np.asarray(drop_path(x, 0.5, True, rng=legacy))
+        typed = np.asarray(drop_path(x, 0.5, True, rng=jax.random.wrap_key_data(legacy, impl="rbg")))
+    np.testing.assert_array_equal(out, typed)
+    assert 0 < _kept(out).sum() < 64
+
+
 def test_the_same_key_gives_the_same_mask_and_split_keys_differ(jax, jnp):
     x = jnp.ones((64, 2))
     key = jax.random.key(0)
@@ -91,6 +104,17 @@ def test_seeds_below_2_63_are_jax_random_key_in_64_bit_mode(jax, jnp):
     )
 
 
+@pytest.mark.parametrize("seed", [5, 2**31, 2**32 - 1, 2**32, 2**40 + 3, 2**63 - 1])
+def test_int_seeds_make_the_64_bit_mode_key_in_32_bit_mode(jax, jnp, seed):
+    # The key jax.random.key makes in 64-bit mode (the tests' mode), which keeps all 64 bits of
+    # a seed; without that mode it would keep 32.
+    key = jax.random.key(seed)
+    with jax.enable_x64(False):
+        x = jnp.ones((64, 1))
+        by_seed = np.asarray(drop_path(x, 0.5, True, rng=seed))
+        np.testing.assert_array_equal(by_seed, np.asarray(drop_path(x, 0.5, True, rng=key)))
+
+
 def test_training_without_a_key_is_a_type_error_naming_the_fix(jnp):
     x = jnp.ones((4, 2))
     for call in (
@@ -117,9 +141,17 @@ def test_no_key_is_needed_when_nothing_is_drawn(jnp):
 
 def test_bad_keys_are_refused(jax, jnp):
     x = jnp.ones((4, 2))
-    with pytest.raises(ValueError, match=r"a single JAX key, got an array of keys of shape \(3,\)"):
+    keys = (
+        "rng must be a single JAX key, got an array of keys of shape (3,): pass one key per call "
+        "(under jax.vmap, map over a batch of keys to give each example its own mask)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(keys)}$"):
         drop_path(x, 0.5, True, rng=jax.random.split(jax.random.key(0), 3))
-    with pytest.raises(ValueError, match=r"uint32 JAX array of shape \(3,\), not a legacy key"):
+    legacy = (
+        "rng is a uint32 JAX array of shape (3,), not a legacy key (jax.random.PRNGKey gives shape "
+        "(2,)); pass jax.random.key(seed)"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(legacy)}$"):
         drop_path(x, 0.5, True, rng=jnp.zeros(3, dtype=jnp.uint32))
     with pytest.raises(TypeError, match=r"JAX PRNG key .*for jax arrays, got an object of type"):
         drop_path(x, 0.5, True, rng=jnp.zeros(2, dtype=jnp.float32))
@@ -331,7 +363,11 @@ def test_portable_rng_outputs_equal_numpys_bit_for_bit(jnp):
 
 def test_portable_rng_is_refused_on_tracers(jax, jnp):
     rng = PortableRNG(0)
-    with pytest.raises(TypeError, match="got a tracer"):
+    message = (
+        "drop_path with a PortableRNG needs a concrete JAX array, got a tracer (inside jax.jit, grad or "
+        "vmap): the host-drawn mask would be baked into the trace"
+    )
+    with pytest.raises(TypeError, match=f"(?m)^{re.escape(message)}$"):  # JAX adds lines below
         jax.jit(lambda t: drop_path(t, 0.5, True, rng=rng))(jnp.ones((4, 2)))
     assert rng.position == 0
 
@@ -342,9 +378,24 @@ def test_neutral_layer_with_an_int_seed_advances_eagerly_and_refuses_tracers(jax
     first, second = np.asarray(layer(x)), np.asarray(layer(x))
     assert not np.array_equal(first, second)
     kept_samples(first, 2 * np.ones((64, 2)), (0,))
-    with pytest.raises(TypeError, match=r"int rng needs a concrete JAX array.*anydrop\.flax\.DropPath"):
+    message = (
+        "a DropPath layer with an int rng needs a concrete JAX array, got a tracer (inside jax.jit, grad "
+        "or vmap): its key stream advances in Python, and the trace would keep one mask for every call; "
+        "use anydrop.flax.DropPath with nnx.Rngs, or pass a key to drop_path"
+    )
+    with pytest.raises(TypeError, match=f"(?m)^{re.escape(message)}$"):  # JAX adds lines below
         jax.jit(layer)(x)
     assert jax.jit(layer.eval())(x).shape == (64, 2)
+
+
+def test_neutral_layer_with_an_int_seed_draws_from_the_folded_keys_in_turn(jax, jnp):
+    # Its stream is key(seed); draw i uses fold_in(key, i), the same as the mask of drop_path.
+    layer = DropPath(0.5, rng=3)
+    x = jnp.ones((64, 1))
+    key = jax.random.key(3)
+    for i in range(3):
+        expected = 2.0 * np.asarray(jax.random.bernoulli(jax.random.fold_in(key, i), 0.5, (64, 1)))
+        np.testing.assert_array_equal(np.asarray(layer(x)), expected)
 
 
 def test_neutral_layer_refuses_a_key_at_construction(jax):
@@ -635,3 +686,23 @@ def test_import_anydrop_imports_neither_jax_nor_flax(nnx):
     code = "import sys, anydrop; print('flax' in sys.modules, 'jax' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_without_jax_imported_no_rng_is_taken_for_a_jax_key(backend):
+    # Checked in a process that has not imported jax: the layer's error is the general one.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, anydrop\n"
+        "try:\n"
+        "    anydrop.DropPath(0.5, rng='0')\n"
+        "except TypeError as e:\n"
+        "    print(e)\n"
+        "print('jax' in sys.modules)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    message, imported = result.stdout.splitlines()
+    assert message.startswith("rng must be None, a non-negative int seed, an anydrop.PortableRNG, or a ")
+    assert message.endswith("got an object of type builtins.str")
+    assert imported == "False"

@@ -270,6 +270,81 @@ def test_residual_on_a_sample_axis_other_than_the_first(jax, jnp, explicit):
     np.testing.assert_allclose(np.asarray(out), np.asarray(one), rtol=1e-6)
 
 
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+def test_residual_of_a_sample_axis_split_over_two_mesh_axes(jax, jnp, explicit):
+    # The batch over ("data", "model"): 4 * 2 = 8 shards, read from the placement of a concrete
+    # array, and from the spec under jit in explicit mode.
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    fn = _branch(jnp)
+    host = _batch()
+    key = jax.random.key(8)
+    mesh = _mesh(jax, "data_model", explicit)
+    outs = []
+    with jax.set_mesh(mesh):
+        x = jax.device_put(host, NamedSharding(mesh, P(("data", "model"))))
+        outs.append(drop_path_residual(x, fn, 0.5, True, rng=key, fixed_size=True))
+        if explicit:
+            f = jax.jit(lambda x, key: drop_path_residual(x, fn, 0.5, True, rng=key, fixed_size=True))
+            outs.append(f(x, key))
+    one = drop_path_residual(jnp.asarray(host), fn, 0.5, True, rng=key, fixed_size=True, shards=DEVICES)
+    for out in outs:
+        _same_placement(out, x)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(one), rtol=1e-6)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+def test_residual_of_a_batch_of_vectors_runs_per_shard(jax, jnp, explicit):
+    # A 2-d x (batch, feature), the features over "model": the grouped samples have 3 axes, the
+    # merged ones 2 again, each keeping its sharding.
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    fn = _branch(jnp)
+    host = _batch()[:, 0, :]
+    key = jax.random.key(10)
+    mesh = _mesh(jax, "data_model", explicit)
+    shards = None if explicit else 4
+    f = jax.jit(lambda x, key: drop_path_residual(x, fn, 0.5, True, rng=key, fixed_size=True, shards=shards))
+    with jax.set_mesh(mesh):
+        x = jax.device_put(host, NamedSharding(mesh, P("data", "model")))
+        out = f(x, key)
+        _no_new_collectives(_collectives(f, x, key), _collectives(jax.jit(lambda x: x + fn(x)), x))
+    _same_placement(out, x)
+    one = drop_path_residual(jnp.asarray(host), fn, 0.5, True, rng=key, fixed_size=True, shards=4)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(one), rtol=1e-6)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+def test_residual_of_a_batch_not_sharded_along_its_samples_is_the_whole_axis_subset(jax, jnp, explicit):
+    # The features over "data", every sample on every device: one group, eagerly and under jit.
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    fn = _branch(jnp)
+    host = _batch()
+    key = jax.random.key(11)
+    mesh = _mesh(jax, "data", explicit)
+    f = jax.jit(lambda x, key: drop_path_residual(x, fn, 0.5, True, rng=key, fixed_size=True))
+    with jax.set_mesh(mesh):
+        x = jax.device_put(host, NamedSharding(mesh, P(None, None, "data")))
+        outs = [drop_path_residual(x, fn, 0.5, True, rng=key, fixed_size=True), f(x, key)]
+    whole = drop_path_residual(jnp.asarray(host), fn, 0.5, True, rng=key, fixed_size=True)
+    for out in outs:
+        _same_placement(out, x)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(whole), rtol=1e-6)
+
+
+@pytest.mark.parametrize("explicit", [False, True], ids=["auto", "explicit"])
+def test_residual_of_an_empty_sharded_batch_is_x(jax, jnp, explicit):
+    mesh = _mesh(jax, "data", explicit)
+    with jax.set_mesh(mesh):
+        x = _sharded(jax, mesh, "data", np.ones((0, 4, 8), np.float32))
+        out = drop_path_residual(x, jnp.sin, 0.5, True, rng=jax.random.key(0), fixed_size=True, shards=8)
+    assert out is x
+
+
 def test_residual_rounds_per_shard(jax, jnp):
     # 2 samples per shard at drop_prob=0.1: k = round(1.8) = 2, so nothing is dropped (scale 1),
     # where the whole batch of 16 would keep round(14.4) = 14.
