@@ -338,9 +338,15 @@ def docs(session: nox.Session) -> None:
 #: ``mutation(numpy)`` uses ``[tool.mutmut]`` in pyproject.toml.
 MUTATION = {
     "torch": (
-        ["anydrop/torch.py", "anydrop/_torch_ranks.py", "anydrop/_core/backends/torch.py"],
+        [
+            "anydrop/torch.py",
+            "anydrop/_torch_ranks.py",
+            "anydrop/_core/backends/torch.py",
+            "anydrop/_core/_limbs.py",
+        ],
         [
             "tests/test_torch.py",
+            "tests/test_torch_backend.py",
             "tests/test_torch_checkpoint.py",
             "tests/test_torch_convert.py",
             "tests/test_torch_tracing.py",

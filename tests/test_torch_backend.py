@@ -320,7 +320,11 @@ def test_graph_portable_threshold_is_exact_at_the_boundary():
 
 def test_graph_portable_refuses_positions_past_int64_range():
     graph, _ = _graph_and_host(1, 2**62)
-    with pytest.raises(ValueError, match=r"position 4611686018427387904 .*torch.compile.*below 2\*\*62"):
+    message = (
+        r"^a PortableRNG at position 4611686018427387904 cannot be drawn from under torch.compile, "
+        r"which counts positions in int64 tensors, below 2\*\*62$"
+    )
+    with pytest.raises(ValueError, match=message):
         graph.bernoulli(0.5, (4,), torch.float32, torch.ones(4), None)
     assert graph.rng.position == 2**62  # nothing drawn
 
@@ -370,3 +374,40 @@ def test_portable_draw_leaves_dynamo_unloaded():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
     )
     assert done.stdout.split() == ["8", "8", "False"]
+
+
+@pytest.mark.parametrize("above", [False, True], ids=["u-equals-keep", "keep-just-above-u"])
+def test_graph_portable_unbiased_compares_exactly_at_the_boundary(above):
+    # u < keep in float64: u == keep drops the sample, keep one step above u keeps
+    # it (at lo), even where u rounded to float32 would reach keep.
+    x = torch.ones(1)
+    for seed in range(100):
+        graph, _ = _graph_and_host(seed)
+        (k,) = graph._uniform_ints(1, x).tolist()
+        u = k * 2.0**-53
+        if float(torch.tensor(u, dtype=torch.float32)) > u:
+            break
+    keep = math.nextafter(u, 1.0) if above else u
+    graph, _ = _graph_and_host(seed)
+    rounding = (1.25, 0.0078125, 0.5)  # lo + spacing below keep * frac, which u is above
+    out = graph.unbiased(keep, rounding, (1,), torch.float32, x, None)
+    assert out.item() == (1.25 if above else 0.0)
+
+
+def test_prepare_portable_moves_the_position_into_a_counter_once():
+    rng = PortableRNG(4, position=9)
+    backend_module.prepare_portable(rng)
+    counter = rng._counter
+    assert counter.dtype == torch.int64
+    assert int(counter) == 9
+    backend_module.prepare_portable(rng)
+    assert rng._counter is counter  # kept: a compiled graph may be reading it
+
+
+def test_a_copy_without_a_counter_keeps_the_position():
+    import copy
+
+    rng = PortableRNG(4, position=9)
+    for clone in (copy.copy(rng), copy.deepcopy(rng)):
+        assert (clone.seed, clone.position) == (4, 9)
+        assert clone._counter is None

@@ -34,8 +34,8 @@ def _carry(sums: list[Any]) -> list[Any]:
     """Limbs from per-limb sums below 2**35, modulo 2**64 (the last carry is dropped)."""
     limbs: list[Any] = []
     carry: Any = 0
-    for i, limb_sum in enumerate(sums):
-        total = limb_sum + carry if i else limb_sum
+    for limb_sum in sums:
+        total = limb_sum + carry
         limbs.append(total & _MASK)
         carry = total >> _BITS
     return limbs
@@ -55,14 +55,11 @@ def _times_plus(z: list[Any], factor: int, addend: int = 0) -> list[Any]:
 
 
 def _shifted(z: list[Any], bits: int) -> list[Any]:
-    """The limbs of ``z >> bits`` (a logical shift of the 64-bit value)."""
+    """The limbs of ``z >> bits`` (a logical shift of the 64-bit value), ``bits`` not a multiple of 16."""
     whole, part = divmod(bits, _BITS)
     out: list[Any] = []
     for i in range(_LIMBS):
         low = z[i + whole] if i + whole < _LIMBS else 0
-        if not part:
-            out.append(low)
-            continue
         high = z[i + whole + 1] if i + whole + 1 < _LIMBS else 0
         out.append((low >> part) | ((high << (_BITS - part)) & _MASK))
     return out
