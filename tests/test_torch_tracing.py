@@ -394,6 +394,40 @@ def test_int_seed_layer_first_compiled_call_names_the_way_out(compile_counter):
         compiled(torch.randn(8, 3))
 
 
+def test_a_fresh_portable_rng_in_a_fresh_process_under_torch_compile():
+    # torch.compile loads dynamo after anydrop.torch was imported, and the first
+    # PortableRNG draw ever is compiled: eager masks without fullgraph, and
+    # anydrop's message with it.
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(
+        """
+        import sys, torch, anydrop, anydrop.torch
+        assert "torch._dynamo" not in sys.modules
+        fn = lambda x, r: anydrop.drop_path(x, 0.5, True, rng=r)
+        x = torch.randn(16, 2)
+        strict = torch.compile(fn, backend="aot_eager", fullgraph=True)
+        try:
+            strict(x, anydrop.PortableRNG(4))
+        except Exception as exc:
+            assert "PortableRNG draws its first masks between graphs" in str(exc), exc
+        else:
+            raise AssertionError("fullgraph accepted a first draw between graphs")
+        compiled = torch.compile(fn, backend="aot_eager")
+        mine, reference = anydrop.PortableRNG(4), anydrop.PortableRNG(4)
+        for _ in range(3):
+            assert torch.equal(compiled(x, mine), fn(x, reference))
+        assert mine.position == reference.position == 48
+        """
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
 def test_a_first_call_inside_torch_compile_warns_nothing():
     # A fresh process: no tensor type is known to anydrop before dynamo traces the call.
     import subprocess

@@ -213,6 +213,11 @@ class GraphPortableSource(PortableSource):
 
 
 _EAGER_PORTABLE: list[type[PortableSource]] = []
+_FIRST_DRAW = (
+    "anydrop.PortableRNG draws its first masks between graphs, until it has drawn once on torch: "
+    "call the model once without torch.compile, or build the anydrop.torch layers with the "
+    "PortableRNG (they prepare it), for one graph"
+)
 
 
 def eager_portable_source() -> type[PortableSource]:
@@ -232,11 +237,7 @@ def eager_portable_source() -> type[PortableSource]:
                 attach_counter(self.rng, _counter)
                 return fn(self, *args)
 
-            reason = (
-                "anydrop.PortableRNG draws its first masks between graphs, until it has drawn once "
-                "on torch: call the model once without torch.compile, or build the anydrop.torch "
-                "layers with the PortableRNG (they prepare it), for one graph"
-            )
+            reason = _FIRST_DRAW
             disable: Any = torch.compiler.disable  # pyright: ignore[reportUnknownVariableType, reportUnknownMemberType]
             try:
                 return disable(draw, reason=reason)
@@ -342,6 +343,9 @@ class TorchBackend(Backend):
 
         if torch.compiler.is_compiling():
             if rng._counter is None:  # pyright: ignore[reportPrivateUsage]
+                if not _EAGER_PORTABLE:
+                    # Making the class below is a graph break too, with dynamo's message.
+                    torch._dynamo.graph_break(msg=_FIRST_DRAW)  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]
                 return eager_portable_source()(rng)
             return GraphPortableSource(rng)
         prepare_portable(rng)
