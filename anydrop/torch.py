@@ -23,6 +23,7 @@ from ._core.backends.torch import (
     prepare_portable,
 )
 from ._layers import DropPathConfig, ResidualConfig
+from ._torch_graph import GRAPH_DRAWS, GraphLayerSource, register_layer
 from ._torch_ranks import shared_seed, synchronized_rng
 
 __all__ = ["DropPath", "DropPathResidual", "convert", "shared_seed", "synchronized_rng"]
@@ -64,10 +65,19 @@ class _TorchLayer:
     """
 
     def __setattr__(self, name: str, value: Any) -> None:
-        if name == "rng" and isinstance(value, PortableRNG):
-            # Its position moves into a tensor now, so that a compiled model draws in its graph.
-            prepare_portable(value)
+        if name == "rng":
+            if isinstance(value, PortableRNG):
+                # Its position moves into a tensor now, so that a compiled model draws in its graph.
+                prepare_portable(value)
+            if "_graph_number" not in self.__dict__:
+                # The number compiled graphs draw from this layer's generator by.
+                super().__setattr__("_graph_number", register_layer(self))
         super().__setattr__(name, value)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # A copy or an unpickled layer draws from its own generator, not from the original's.
+        cast(Any, super()).__setstate__(state)
+        self.__dict__["_graph_number"] = register_layer(self)
 
     def __prepare_scriptable__(self) -> torch.nn.Module:
         # torch.jit.script calls this on every submodule before compiling it.
@@ -78,11 +88,20 @@ class _TorchLayer:
         )
 
     rng: Any
+    _graph_number: int
     _recorded: list[tuple[tuple[int, ...], Any]]
     _evicted: set[tuple[int, ...]]
     _replayed: bool
 
     def _rng_for(self, x: Any) -> Any:
+        if (
+            GRAPH_DRAWS
+            and torch.compiler.is_compiling()
+            and type(x) is torch.Tensor
+            and (is_integer(self.rng) or isinstance(self.rng, torch.Generator))
+        ):
+            # In the graph: operators that draw from the generator when the graph runs.
+            return GraphLayerSource(self._graph_number)
         if is_integer(self.rng) and not self.__dict__.get("_streams"):
             # The first call makes the seed's generator under a lock, which dynamo cannot enter.
             break_for_generator(True)

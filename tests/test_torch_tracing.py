@@ -10,7 +10,7 @@ pytestmark = pytest.mark.backends("torch")
 
 torch = pytest.importorskip("torch")
 
-from anydrop.torch import DropPath, DropPathResidual  # noqa: E402
+from anydrop.torch import DropPath, DropPathResidual, synchronized_rng  # noqa: E402
 
 
 class Block(torch.nn.Module):
@@ -137,16 +137,39 @@ def compile_counter():
     torch._dynamo.reset()
 
 
-@pytest.mark.parametrize("rng", ["int", "generator", "portable"])
+def make_rng(kind, seed):
+    """An rng of ``kind`` ("int", "generator", "synchronized" or "portable") made from ``seed``."""
+    if kind == "int":
+        return seed
+    if kind == "generator":
+        return torch.Generator().manual_seed(seed)
+    if kind == "synchronized":
+        return synchronized_rng(seed, 0)
+    return anydrop.PortableRNG(seed)
+
+
+def rng_state(layer):
+    """Where a layer's own rng stands: a PortableRNG's position, or its generators' states."""
+    rng = layer.rng
+    if isinstance(rng, anydrop.PortableRNG):
+        return rng.position
+    gens = [stream.gen for stream in layer._streams.values()] if isinstance(rng, int) else [rng]
+    return [gen.get_state().tolist() for gen in gens]
+
+
+RNG_KINDS = ["int", "generator", "synchronized", "portable"]
+
+
+@pytest.mark.parametrize("rng", RNG_KINDS)
 def test_compiled_layer_with_its_own_rng_matches_eager_without_recompiling(compile_counter, rng):
-    # Each of these rngs leaves the graph for its draw (one graph break per
-    # layer); the draws, and so the masks, are the eager ones.
+    # fullgraph: every rng kind draws in the graph (a generator through
+    # anydrop's operators), and the masks are the eager ones, from the first
+    # compiled call on.
     def make():
-        r = {"int": 5, "generator": torch.Generator().manual_seed(5), "portable": anydrop.PortableRNG(5)}[rng]
-        return DropPath(0.5, rng=r)
+        return DropPath(0.5, rng=make_rng(rng, 5))
 
     eager, layer, counter = make(), make(), compile_counter()
-    compiled = torch.compile(layer, backend=counter)
+    compiled = torch.compile(layer, fullgraph=True, backend=counter)
     x = torch.randn(32, 3)
     for _ in range(4):
         assert torch.equal(compiled(x), eager(x))
@@ -181,31 +204,39 @@ class Tower(torch.nn.Module):
         return self.fused.add(x, torch.tanh(self.mix[0](x)))
 
 
+def drop_layers(model):
+    return [m for m in model.modules() if isinstance(m, (DropPath, DropPathResidual))]
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("shared", [True, False], ids=["one-rng", "rng-per-layer"])
-def test_portable_rng_trains_in_one_graph_bit_identical_to_eager(compile_counter, dtype, shared):
+@pytest.mark.parametrize("kind", RNG_KINDS)
+def test_every_rng_trains_in_one_graph_bit_identical_to_eager(compile_counter, dtype, shared, kind):
     # fullgraph=True: a graph break would be an error. The draws are the eager
-    # ones bit for bit (forward, every gradient, the rng's position after each
-    # step), and steps after the second compile nothing.
+    # ones bit for bit (forward, every gradient, the rngs' states after each
+    # step), and steps after the second compile nothing. synchronized_rng
+    # reseeds the shared generator in place at every step, as its docs say.
     import copy
 
-    def layers(model):
-        return [m for m in model.modules() if isinstance(m, (DropPath, DropPathResidual))]
-
+    if kind == "int" and shared:
+        pytest.skip("an int seed gives each layer a stream of its own: there is no shared int rng")
+    if kind == "synchronized" and not shared:
+        pytest.skip("synchronized_rng is one generator for the whole model")
     torch.manual_seed(0)
-    eager = Tower(anydrop.PortableRNG(21) if shared else None).to(dtype)
+    eager = Tower(make_rng(kind, 21) if shared else None).to(dtype)
     if not shared:
-        for i, layer in enumerate(layers(eager)):
-            layer.rng = anydrop.PortableRNG(i)
-    model = copy.deepcopy(eager)  # the copy's rngs are copies too, at the same positions
+        for i, layer in enumerate(drop_layers(eager)):
+            layer.rng = make_rng(kind, i)
+    model = copy.deepcopy(eager)  # the copy's rngs are copies too, in the same states
 
-    def rngs(model):
-        return [layer.rng for layer in layers(model)]
-
+    initial = [rng_state(m) for m in drop_layers(model)]
     counter = compile_counter()
     compiled = torch.compile(model, fullgraph=True, backend=counter)
     x = torch.randn(16, 5, 8, dtype=dtype)
     for step in range(4):
+        if kind == "synchronized":
+            synchronized_rng(21, step, generator=drop_layers(eager)[0].rng)
+            synchronized_rng(21, step, generator=drop_layers(model)[0].rng)
         if step == 2:
             frames = counter.frame_count
         out_e, out_c = eager(x), compiled(x)
@@ -214,9 +245,12 @@ def test_portable_rng_trains_in_one_graph_bit_identical_to_eager(compile_counter
         out_c.float().square().sum().backward()
         for (name, a), b in zip(eager.named_parameters(), model.parameters(), strict=True):
             assert torch.equal(a.grad, b.grad), name
-        assert [r.position for r in rngs(model)] == [r.position for r in rngs(eager)]
+        assert [rng_state(m) for m in drop_layers(model)] == [rng_state(m) for m in drop_layers(eager)]
     assert counter.frame_count == frames  # no recompilation from step to step
-    assert rngs(model)[0].position > 0
+    # The compiled copy drew from rngs of its own, in the eager draws' order.
+    if kind != "int":
+        assert drop_layers(model)[0].rng is not drop_layers(eager)[0].rng
+    assert [rng_state(m) for m in drop_layers(model)] != initial
 
 
 def test_portable_rng_functions_under_fullgraph_match_eager(compile_counter):
@@ -275,6 +309,34 @@ def test_a_fresh_portable_rng_under_fullgraph_names_the_way_out(compile_counter)
     rng.__setstate__(rng.__getstate__())  # as fresh as a new one
     with pytest.raises(Exception, match=r"PortableRNG draws its first masks between graphs.*anydrop.torch"):
         compiled(torch.randn(8, 3), rng)
+
+
+# inductor's code generation calls the deprecated torch.jit.script_method itself.
+@pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
+def test_inductor_draws_the_eager_generator_masks_under_checkpointing():
+    # Generated code around anydrop's operators: the eager masks, and the
+    # recomputation of a checkpointed region replays its forward's draw.
+    import copy
+
+    from torch.utils.checkpoint import checkpoint
+
+    torch._dynamo.reset()
+    try:
+        torch.manual_seed(0)
+        reference = Checkpointed(torch.Generator().manual_seed(8), checkpointed=False)
+        model = copy.deepcopy(reference)
+        compiled = torch.compile(lambda x: checkpoint(model.block, x, use_reentrant=False), fullgraph=True)
+        x = torch.randn(64, 4)
+        for _ in range(2):
+            a, b = reference(x), compiled(x)
+            assert torch.equal(a == x, b == x)  # the same samples dropped
+            torch.testing.assert_close(a, b)
+            a.square().sum().backward()
+            b.square().sum().backward()
+            torch.testing.assert_close(reference.fc.weight.grad, model.fc.weight.grad)
+            assert torch.equal(reference.drop.rng.get_state(), model.drop.rng.get_state())
+    finally:
+        torch._dynamo.reset()
 
 
 # inductor's code generation calls the deprecated torch.jit.script_method itself.
@@ -338,6 +400,34 @@ class Checkpointed(torch.nn.Module):
         return checkpoint(self.block, x, use_reentrant=False)
 
 
+@pytest.mark.parametrize("reentrant", [False, True], ids=["non-reentrant", "reentrant"])
+@pytest.mark.parametrize("kind", ["int", "generator", "synchronized"])
+def test_compiled_checkpointing_with_a_generator_gives_the_eager_gradients(compile_counter, kind, reentrant):
+    # The backward recomputes the checkpointed region, the operator's draw with
+    # it: the operator replays the state its forward recorded. One graph, no
+    # option needed: the draw changes no Python state in the graph.
+    import copy
+
+    from torch.utils.checkpoint import checkpoint
+
+    torch.manual_seed(0)
+    reference = Checkpointed(make_rng(kind, 3), checkpointed=False)
+    model = copy.deepcopy(reference)
+
+    def forward(x):
+        return checkpoint(model.block, x, use_reentrant=reentrant)
+
+    compiled = torch.compile(forward, fullgraph=not reentrant, backend=compile_counter())
+    x = torch.randn(16, 4, requires_grad=reentrant)
+    for _ in range(3):
+        a, b = reference(x), compiled(x)
+        a.square().sum().backward()
+        b.square().sum().backward()
+        assert torch.equal(a, b)
+        assert torch.equal(reference.fc.weight.grad, model.fc.weight.grad)
+        assert rng_state(reference.drop) == rng_state(model.drop)
+
+
 @pytest.mark.parametrize("mode", ["graph-break", "fullgraph"])
 def test_compiled_checkpointing_with_portable_rng_gives_the_eager_gradients(compile_counter, mode):
     # Inside a checkpointed region the draw's update of the rng is a side effect
@@ -372,26 +462,93 @@ def test_compiled_checkpointing_with_portable_rng_under_fullgraph_refuses_by_def
 
 
 @pytest.mark.parametrize("rng", ["int", "generator"])
-@pytest.mark.parametrize("call", ["layer", "function"])
-def test_generators_under_fullgraph_name_the_way_out(compile_counter, rng, call):
+def test_functions_with_a_generator_under_fullgraph_name_the_way_out(compile_counter, rng):
+    # A function has no layer to name its generator by: its draw runs between graphs.
     r = {"int": 5, "generator": torch.Generator().manual_seed(5)}[rng]
-    fn = DropPath(0.5, rng=r) if call == "layer" else (lambda x: anydrop.drop_path(x, 0.5, True, rng=r))
-    if call == "layer" and rng == "int":
-        fn(torch.ones(8, 3))  # its generator made: the draw itself is refused too
-    compiled = torch.compile(fn, fullgraph=True, backend=compile_counter())
-    kind = (
-        r"an int seed \(a torch.Generator\)" if rng == "int" and call == "function" else "a torch.Generator"
+    compiled = torch.compile(
+        lambda x: anydrop.drop_path(x, 0.5, True, rng=r), fullgraph=True, backend=compile_counter()
     )
+    kind = r"an int seed \(a torch.Generator\)" if rng == "int" else "a torch.Generator"
     with pytest.raises(
-        Exception, match=rf"anydrop draws from {kind} between .*PortableRNG\(seed\).*rng=None"
+        Exception,
+        match=rf"anydrop draws from {kind} between .*PortableRNG\(seed\).*rng=None.*anydrop.torch layer",
     ):
         compiled(torch.randn(8, 3))
 
 
-def test_int_seed_layer_first_compiled_call_names_the_way_out(compile_counter):
-    compiled = torch.compile(DropPath(0.5, rng=5), fullgraph=True, backend=compile_counter())
-    with pytest.raises(Exception, match=r"anydrop draws from an int seed \(a torch.Generator\) between"):
-        compiled(torch.randn(8, 3))
+@pytest.mark.parametrize("kind", ["int", "generator"])
+@pytest.mark.parametrize("backend", ["aot_eager", "explain"])
+def test_a_layer_with_a_generator_compiles_to_one_graph(compile_counter, kind, backend):
+    model = torch.nn.Sequential(
+        DropPath(0.3, rng=make_rng(kind, 1)),
+        DropPathResidual(torch.nn.Linear(8, 8), 0.5, rng=make_rng(kind, 2), fixed_size=True),
+    )
+    x = torch.randn(4, 3, 8)
+    if backend == "explain":
+        explanation = torch._dynamo.explain(model)(x)
+        assert explanation.graph_break_count == 0
+        assert explanation.graph_count == 1
+    else:
+        counter = compile_counter()
+        torch.compile(model, fullgraph=True, backend=counter)(x)
+        assert counter.frame_count == 1
+        assert counter.op_count > 0
+
+
+def test_one_layer_called_twice_on_one_input_in_a_graph_draws_two_masks(compile_counter):
+    # Two calls with the same arguments stay two draws: no graph pass merges them.
+    def twice(layer):
+        return lambda x: (layer(x), layer(x))
+
+    x = torch.randn(64, 3)
+    first, second = torch.compile(
+        twice(DropPath(0.5, rng=torch.Generator().manual_seed(2))), fullgraph=True, backend="aot_eager"
+    )(x)
+    reference = twice(DropPath(0.5, rng=torch.Generator().manual_seed(2)))(x)
+    assert torch.equal(first, reference[0])
+    assert torch.equal(second, reference[1])
+    assert not torch.equal(first, second)
+
+
+def test_a_new_generator_at_every_step_does_not_recompile_every_step(compile_counter):
+    # synchronized_rng(seed, step) without generator= makes a new generator per step.
+    layer, reference = DropPath(0.5), DropPath(0.5)
+    counter = compile_counter()
+    compiled = torch.compile(layer, fullgraph=True, backend=counter)
+    x = torch.randn(32, 3)
+    for step in range(6):
+        layer.rng, reference.rng = synchronized_rng(1, step), synchronized_rng(1, step)
+        assert torch.equal(compiled(x), reference(x))
+        if step == 2:
+            frames = counter.frame_count
+    assert counter.frame_count == frames
+
+
+def test_copies_of_a_compiled_layer_draw_from_their_own_generators(compile_counter):
+    import copy
+    import pickle
+
+    layer = DropPath(0.5, rng=torch.Generator().manual_seed(4))
+    for clone in (copy.deepcopy(layer), pickle.loads(pickle.dumps(layer)), copy.copy(layer)):
+        assert clone._graph_number != layer._graph_number
+        before = layer.rng.get_state()
+        torch.compile(clone, fullgraph=True, backend=compile_counter())(torch.randn(16, 2))
+        assert torch.equal(layer.rng.get_state(), before) is (clone.rng is not layer.rng)
+        torch._dynamo.reset()
+
+
+def test_a_compiled_graph_of_a_deleted_layer_says_so(compile_counter):
+    layer = DropPath(0.5, rng=5)
+    number = layer._graph_number
+    import anydrop._torch_graph as graph
+
+    del layer
+    import gc
+
+    gc.collect()
+    assert number not in graph._LAYERS
+    with pytest.raises(RuntimeError, match=rf"anydrop layer number {number}, which no longer exists"):
+        graph._layer_bernoulli(torch.ones(2), number, True, [2], torch.float32, 0.5, None, None)
 
 
 def test_a_fresh_portable_rng_in_a_fresh_process_under_torch_compile():

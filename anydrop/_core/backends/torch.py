@@ -21,6 +21,7 @@ __all__ = [
     "break_for_generator",
     "devices_match",
     "in_backward",
+    "one_draw_table",
     "prepare_portable",
 ]
 
@@ -47,9 +48,10 @@ def in_backward() -> bool:
 def break_for_generator(seeded: bool) -> None:
     """Under torch.compile, break the graph before a ``torch.Generator`` is used, saying why and what to do.
 
-    Dynamo cannot put a generator in a graph: the draw runs eagerly between
-    graphs, and ``fullgraph=True`` fails with this message rather than with
-    dynamo's own about a missing proxy or a lock.
+    Dynamo cannot put a generator in a graph: a function's draw runs eagerly
+    between graphs, and ``fullgraph=True`` fails with this message rather than
+    with dynamo's own about a missing proxy or a lock. (The anydrop.torch layers
+    draw from theirs in the graph, through custom operators.)
     """
     import torch
 
@@ -58,7 +60,8 @@ def break_for_generator(seeded: bool) -> None:
         torch._dynamo.graph_break(  # pyright: ignore[reportPrivateUsage, reportUnknownMemberType]
             msg=f"anydrop draws from {kind} between torch.compile's graphs: dynamo cannot put a "
             "generator in a graph. For one graph (fullgraph=True) pass rng=anydrop.PortableRNG(seed) "
-            "(reproducible, the same masks on every rank) or rng=None (torch's global generator)"
+            "(reproducible, the same masks on every rank) or rng=None (torch's global generator), "
+            "or give the seed or generator to an anydrop.torch layer, which draws from it in the graph"
         )
 
 
@@ -66,6 +69,8 @@ class TorchGenerator(MaskSource):
     """A ``torch.Generator``, or None for the device's global generator (``torch.manual_seed``)."""
 
     __slots__ = ("gen",)
+    #: bernoulli takes a 0-d tensor ``keep`` too, and draws with it as timm does.
+    takes_tensor_keep = True
 
     def __init__(self, gen: Any) -> None:
         self.gen = gen
@@ -108,7 +113,7 @@ class TorchGenerator(MaskSource):
         if table is None:
             if x.device.type not in {"cpu", "cuda"}:  # float64 may be missing (mps), or no data (meta)
                 return MaskSource.unbiased(self, keep, rounding, shape, dtype, x, xp)
-            table = _one_draw_table(keep, rounding, dtype, x.device)
+            table = one_draw_table(keep, rounding, dtype, x.device)
         bounds, values, bucketize, float64 = table
         u = x.new_empty(shape, dtype=float64)
         gen = self.gen
@@ -125,7 +130,7 @@ _TABLES: dict[tuple[float, Any, Any], tuple[Any, Any, Any, Any]] = {}
 _MAX_TABLES = 256
 
 
-def _one_draw_table(
+def one_draw_table(
     keep: float, rounding: tuple[float, float, float], dtype: Any, dev: Any
 ) -> tuple[Any, Any, Any, Any]:
     """The bucket bounds and values of a 16-bit mask's one draw, cached unless torch.compile is tracing."""
@@ -199,7 +204,7 @@ class GraphPortableSource(PortableSource):
     ) -> Any:
         if x.device.type not in {"cpu", "cuda"}:
             return MaskSource.unbiased(self, keep, rounding, shape, dtype, x, xp)
-        bounds, values, bucketize, float64 = _one_draw_table(keep, rounding, dtype, x.device)
+        bounds, values, bucketize, float64 = one_draw_table(keep, rounding, dtype, x.device)
         u = self._uniform_ints(math.prod(shape), x).reshape(shape).to(float64) * 2.0**-UNIFORM_BITS
         return values.take(bucketize(u, bounds, right=True))
 
@@ -295,7 +300,7 @@ class TorchBackend(Backend):
 
     def keep_for(self, drop_prob: object, keep: float, source: MaskSource) -> Any:
         torch = sys.modules["torch"]
-        if isinstance(drop_prob, torch.Tensor) and type(source) is TorchGenerator:
+        if isinstance(drop_prob, torch.Tensor) and getattr(source, "takes_tensor_keep", False):
             # timm passes 1 - drop_prob to bernoulli_ and div_ as a tensor, and
             # bernoulli_ draws differently for a tensor probability than for a float.
             tensor: Any = drop_prob
