@@ -21,9 +21,8 @@ from typing import Any
 
 import torch
 
-from ._core._sources import MaskSource
 from ._core.backends import backend_for
-from ._core.backends.torch import TorchGenerator, one_draw_table
+from ._core.backends.torch import GraphOneDraw, TorchGenerator
 
 __all__ = ["GRAPH_DRAWS", "GraphLayerSource", "register_layer"]
 
@@ -97,32 +96,17 @@ if GRAPH_DRAWS:
         source = _source_for(x, layer, first)
         return x.new_empty(shape, dtype=dtype).uniform_(0.0, 1.0, generator=source.gen)
 
-    @_layer_bernoulli.register_fake  # pyright: ignore[reportUnknownMemberType]
-    def _(  # noqa: PLR0917
-        x: torch.Tensor,
-        layer: int,
-        first: bool,
-        shape: list[int],
-        dtype: torch.dtype,
-        keep: float,
-        keep_tensor: torch.Tensor | None,
-        after: torch.Tensor | None,
+    def _fake(
+        x: torch.Tensor, layer: int, first: bool, shape: list[int], dtype: torch.dtype, *rest: Any
     ) -> torch.Tensor:
+        # What both operators return, for tracing: a new tensor of the draw's shape and dtype.
         return x.new_empty(shape, dtype=dtype)
 
-    @_layer_uniform.register_fake  # pyright: ignore[reportUnknownMemberType]
-    def _(  # noqa: PLR0917
-        x: torch.Tensor,
-        layer: int,
-        first: bool,
-        shape: list[int],
-        dtype: torch.dtype,
-        after: torch.Tensor | None,
-    ) -> torch.Tensor:
-        return x.new_empty(shape, dtype=dtype)
+    _layer_bernoulli.register_fake(_fake)  # pyright: ignore[reportUnknownMemberType]
+    _layer_uniform.register_fake(_fake)  # pyright: ignore[reportUnknownMemberType]
 
 
-class GraphLayerSource(MaskSource):
+class GraphLayerSource(GraphOneDraw):
     """The draws of one call of a layer with its own generator, as operators of a compiled graph.
 
     Each draw but the first takes the previous draw as an input, so the graph
@@ -151,6 +135,9 @@ class GraphLayerSource(MaskSource):
         self.last = mask
         return mask
 
+    def uniform64(self, shape: tuple[int, ...], x: Any) -> Any:
+        return self._uniform(shape, torch.float64, x)
+
     def _uniform(self, shape: tuple[int, ...], dtype: Any, x: Any) -> Any:
         x, first, after = self._after(x)
         u = _layer_uniform(x, self.layer, first, list(shape), dtype, after)
@@ -159,17 +146,3 @@ class GraphLayerSource(MaskSource):
 
     def uniform(self, shape: tuple[int, ...], x: Any, xp: Any) -> Any:
         return self._uniform(shape, torch.float32, x)
-
-    def unbiased(  # noqa: PLR0917
-        self,
-        keep: float,
-        rounding: tuple[float, float, float],
-        shape: tuple[int, ...],
-        dtype: Any,
-        x: Any,
-        xp: Any,
-    ) -> Any:
-        if x.device.type not in {"cpu", "cuda"}:
-            return MaskSource.unbiased(self, keep, rounding, shape, dtype, x, xp)
-        bounds, values, bucketize, float64 = one_draw_table(keep, rounding, dtype, x.device)
-        return values.take(bucketize(self._uniform(shape, float64, x), bounds, right=True))

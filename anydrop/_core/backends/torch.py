@@ -15,6 +15,7 @@ from .._sources import MaskSource, PortableSource
 from ._base import Backend
 
 __all__ = [
+    "GraphOneDraw",
     "GraphPortableSource",
     "TorchBackend",
     "TorchGenerator",
@@ -159,7 +160,35 @@ def _counter(position: int) -> Any:
     return torch.tensor(position, dtype=torch.int64)
 
 
-class GraphPortableSource(PortableSource):
+class GraphOneDraw(MaskSource):
+    """The 16-bit mask of a source drawing inside torch.compile's graphs, from one uniform per sample.
+
+    As :meth:`TorchGenerator.unbiased` draws it (without its eager cache of
+    tables); a subclass gives the float64 uniforms, :meth:`uniform64`.
+    """
+
+    __slots__ = ()
+
+    def uniform64(self, shape: tuple[int, ...], x: Any) -> Any:
+        """Uniform float64 values in [0, 1) of ``shape``, on x's device."""
+        raise NotImplementedError
+
+    def unbiased(  # noqa: PLR0917
+        self,
+        keep: float,
+        rounding: tuple[float, float, float],
+        shape: tuple[int, ...],
+        dtype: Any,
+        x: Any,
+        xp: Any,
+    ) -> Any:
+        if x.device.type not in {"cpu", "cuda"}:
+            return MaskSource.unbiased(self, keep, rounding, shape, dtype, x, xp)
+        bounds, values, bucketize, _ = one_draw_table(keep, rounding, dtype, x.device)
+        return values.take(bucketize(self.uniform64(shape, x), bounds, right=True))
+
+
+class GraphPortableSource(GraphOneDraw, PortableSource):
     """PortableRNG's stream computed on x's device with torch's int64 ops, inside torch.compile's graphs.
 
     The host-side stream is Python and NumPy code on a Python int that each
@@ -193,20 +222,9 @@ class GraphPortableSource(PortableSource):
             masks.append((ints < limit.to(torch.int64)).to(dtype))
         return masks
 
-    def unbiased(  # noqa: PLR0917
-        self,
-        keep: float,
-        rounding: tuple[float, float, float],
-        shape: tuple[int, ...],
-        dtype: Any,
-        x: Any,
-        xp: Any,
-    ) -> Any:
-        if x.device.type not in {"cpu", "cuda"}:
-            return MaskSource.unbiased(self, keep, rounding, shape, dtype, x, xp)
-        bounds, values, bucketize, float64 = one_draw_table(keep, rounding, dtype, x.device)
-        u = self._uniform_ints(math.prod(shape), x).reshape(shape).to(float64) * 2.0**-UNIFORM_BITS
-        return values.take(bucketize(u, bounds, right=True))
+    def uniform64(self, shape: tuple[int, ...], x: Any) -> Any:
+        torch = sys.modules["torch"]
+        return self._uniform_ints(math.prod(shape), x).reshape(shape).to(torch.float64) * 2.0**-UNIFORM_BITS
 
     def uniform(self, shape: tuple[int, ...], x: Any, xp: Any) -> Any:
         torch = sys.modules["torch"]
